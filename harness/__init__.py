@@ -1,0 +1,3 @@
+"""harness: load-testing and autoscaling benchmark harness."""
+
+__version__ = "0.1.0"
