@@ -1,0 +1,95 @@
+"""Every CSV the harness writes, declared once, with units in the column names.
+
+Analysis reads only these files; any two runs with the same SCHEMA_VERSION can be compared.
+The core columns of DESIGN.md come first, in that order; extra columns follow them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    doc: str
+
+
+def _cols(*pairs: tuple[str, str]) -> tuple[Column, ...]:
+    return tuple(Column(n, d) for n, d in pairs)
+
+
+KEY = _cols(
+    ("run_id", "the run's id (folder name under results/)"),
+    ("strategy", "strategy name from the scenario"),
+    ("trial", "repetition number, 1-based"),
+)
+
+TIMESERIES = KEY + _cols(
+    ("t_s", "second since the trial's load started (warm-up rows are negative); the row covers [t_s, t_s+1)"),
+    ("offered_rps", "target request rate of the load profile in that second (open model) / requests due (closed)"),
+    ("sent_rps", "requests actually sent in that second"),
+    ("ok_rps", "requests completed successfully in that second"),
+    ("failed_rps", "requests that failed in that second (any cause)"),
+    ("p50_ms", "median latency of requests completed in that second, from intended send time"),
+    ("p95_ms", "95th percentile latency, same requests"),
+    ("p99_ms", "99th percentile latency, same requests"),
+    ("max_ms", "maximum latency, same requests"),
+    ("replicas_desired", "replicas the deployer/autoscaler wants"),
+    ("replicas_running", "replica containers/processes running"),
+    ("replicas_ready", "replicas whose readiness endpoint answered"),
+    ("dropped_rps", "open model: send slots no free user could take (k6 dropped_iterations)"),
+    ("failed_status_rps", "failures with an HTTP error status (e.g. 503)"),
+    ("failed_timeout_rps", "failures by request timeout"),
+    ("failed_conn_rps", "failures by connection refused/reset"),
+    ("failed_other_rps", "other failures"),
+    ("in_flight", "requests in flight at the end of the second"),
+    ("autoscaler_metric", "the autoscaler's observed per-replica metric (mean over ready replicas)"),
+    ("autoscaler_target", "the autoscaler's target for that metric"),
+    ("replicas_cpu_pct", "CPU of all app replicas, percent of one core"),
+    ("loadgen_cpu_pct", "CPU of the load generator processes, percent of one core"),
+    ("loadgen_saturated", "1 when the load generator was saturated in that second"),
+    ("latency_hist", "that second's latency histogram (harness.record.histogram encoding), for exact window percentiles"),
+)
+
+EVENTS = KEY + _cols(
+    ("t_s", "seconds since the trial's load started (fractional)"),
+    ("kind", "load_stage | fault | fault_reverted | scale | replica_started | replica_ready | replica_exited | replica_restarted | worker_lost | note"),
+    ("replica", "replica id, when the event concerns one"),
+    ("detail", "free text / key=value pairs"),
+)
+
+DECISIONS = KEY + _cols(
+    ("t_s", "seconds since the trial's load started"),
+    ("policy", "policy name"),
+    ("current_replicas", "replicas before the decision"),
+    ("ready", "ready replicas"),
+    ("unready", "replicas not ready yet"),
+    ("missing", "ready replicas with no metric sample"),
+    ("metric_values", "per-replica metric values, ';'-separated"),
+    ("metric_mean", "mean of the ready replicas' values"),
+    ("target", "target value per replica"),
+    ("recommended", "raw recommendation of the replica calculation"),
+    ("stabilized", "after the stabilization window"),
+    ("rate_limited", "after the scaling policies (rate limits)"),
+    ("desired", "final desired replicas after min/max"),
+    ("reason", "why, in the HPA's vocabulary (e.g. ScaleUpLimit, ScaleDownStabilized)"),
+    ("action", "what the controller did: scale | none | error"),
+)
+
+SUMMARY_CORE = KEY + _cols(
+    ("requests", "requests completed (ok + failed) during the measured window"),
+    ("failures", "failed requests"),
+    ("error_rate", "failures / requests"),
+    ("throughput_rps", "ok requests per second over the measured window"),
+    ("p95_ms", "p95 latency over the whole trial from the merged histograms"),
+    ("p99_ms", "p99 latency, same"),
+    ("replica_seconds", "sum over seconds of running replicas (cost)"),
+    ("slo_violation_s", "seconds in which the per-second SLO did not hold"),
+)
+
+
+def names(columns: tuple[Column, ...]) -> list[str]:
+    return [c.name for c in columns]
