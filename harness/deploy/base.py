@@ -1,0 +1,113 @@
+"""The one small protocol every deployer implements (DESIGN.md, "Strategies").
+
+A deployer runs one strategy kind (manual / compose / orchestrated) on one platform
+(docker / local / sim). Everything above the deployers (run loop, autoscaler, faults,
+recorder) speaks only these dataclasses, never the Docker SDK.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+MANAGED_LABEL = "harness.managed"
+RUN_LABEL = "harness.run"
+
+
+def labels_for(run_id: str, **extra: str) -> dict[str, str]:
+    """The labels every Docker object the harness creates carries."""
+    return {MANAGED_LABEL: "true", RUN_LABEL: run_id, **extra}
+
+
+class ReplicaState(enum.StrEnum):
+    STARTING = "starting"  # process/container up, readiness not answered yet
+    READY = "ready"  # readiness endpoint answered
+    EXITED = "exited"  # dead (crashed, killed); may be restarted by its strategy
+    PAUSED = "paused"  # frozen by a pause fault
+
+
+@dataclass(frozen=True)
+class Replica:
+    id: str  # stable for the replica's life (container id prefix, task id, pid-slot name)
+    name: str
+    state: ReplicaState
+    restarts: int = 0
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    """The app under test, as the scenario describes it."""
+
+    image: str = "harness-app:latest"
+    port: int = 8000
+    health_path: str = "/healthz"
+    ready_path: str = "/readyz"
+    metrics_path: str = "/metrics"
+    work_path: str = "/work"
+    env: Mapping[str, str] = field(default_factory=dict)
+    # local platform: the command that starts one replica (PORT is set in its env)
+    command: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class DeploySpec:
+    run_id: str
+    trial_id: str  # unique within the run, safe as a name part: "<strategy>-<trial>"
+    app: AppSpec
+    replicas: int
+    # how long the LB may take to notice a dead server etc. are the deployer's own business
+
+
+@dataclass(frozen=True)
+class DeployEvent:
+    # replica_started | replica_ready | replica_exited | replica_restarted | scale | fault
+    kind: str
+    replica: str = ""
+    detail: str = ""
+
+
+EventSink = Callable[[DeployEvent], None]
+
+
+@runtime_checkable
+class Deployer(Protocol):
+    """deploy → (scale | crash)* → teardown. teardown is idempotent and always safe."""
+
+    kind: str
+
+    def deploy(self) -> None:
+        """Start LB, metrics store and spec.replicas replicas; return when the LB answers."""
+        ...
+
+    def scale(self, replicas: int) -> None: ...
+
+    def desired(self) -> int: ...
+
+    def replicas(self) -> list[Replica]: ...
+
+    def crash(self, replica_id: str) -> None:
+        """Make the replica's main process die as a real crash does (SIGKILL by host PID)."""
+        ...
+
+    def lb_url(self) -> str:
+        """http://127.0.0.1:PORT of the load balancer."""
+        ...
+
+    def prometheus_url(self) -> str | None: ...
+
+    def teardown(self) -> None: ...
+
+
+@runtime_checkable
+class FaultTarget(Protocol):
+    """Extra fault abilities beyond crash; a deployer that has them implements this too."""
+
+    def kill(self, replica_id: str) -> None:
+        """Stop the replica for good: a restart policy does not replace it."""
+        ...
+
+    def pause(self, replica_id: str) -> None: ...
+
+    def unpause(self, replica_id: str) -> None: ...
