@@ -1,0 +1,197 @@
+"""`harness` command line: a thin layer over the library (STYLE.md 14).
+
+Exit codes: 0 success · 1 a run finished but a threshold/SLO gate failed · 2 bad input or a
+missing prerequisite (one line on stderr, no traceback) · 130 interrupted (Ctrl-C / SIGTERM).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from harness import __version__
+from harness.errors import HarnessError, NotBuiltError
+
+EXIT_INTERRUPTED = 130
+
+
+def _not_built(what: str, issue: str) -> NotBuiltError:
+    return NotBuiltError(f"{what} is not built yet ({issue}); nothing was run")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="harness")
+def cli() -> None:
+    """Load-test a web app under traffic spikes and crashes, and compare deployment
+    strategies (manual docker run, docker compose, orchestrated autoscaling) with real
+    measurements: per-second CSVs, a dashboard and a comparison table.
+
+    Start with `harness run spike.yaml`; results land in results/<run-id>/.
+    """
+
+
+@cli.command()
+@click.argument("scenario", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--platform", type=click.Choice(["auto", "docker", "local", "sim"]),
+              default=None, help="Where replicas run (default: the scenario's, else docker "
+                                 "when an engine answers, else local).")
+@click.option("--strategies", default=None, metavar="A,B",
+              help="Only these strategies (comma-separated names from the scenario).")
+@click.option("--repetitions", type=click.IntRange(1, 50), default=None,
+              help="Override the scenario's repetitions.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Results folder (default: the scenario's `output`).")
+@click.option("--workers", type=click.IntRange(0, 32), default=None,
+              help="Locust worker processes (0: one load process).")
+@click.option("--run-id", default=None, help="Name of the run folder (default: generated).")
+def run(scenario: Path, platform: str | None, strategies: str | None,
+        repetitions: int | None, out: Path | None, workers: int | None,
+        run_id: str | None) -> None:
+    """Run every strategy × repetition of SCENARIO as a trial and record the results.
+
+    Each trial: deploy, wait until ready, warm up, drive the load profile, inject faults,
+    run the autoscaler, record one row per second, tear down. Ctrl-C stops cleanly (what
+    was measured is kept, marked incomplete; exit 130); a second Ctrl-C tears down at once.
+    """
+    from harness.run import RunOptions, run_scenario
+
+    code = run_scenario(scenario, RunOptions(
+        platform=platform, strategies=strategies.split(",") if strategies else None,
+        repetitions=repetitions, out=out, workers=workers, run_id=run_id))
+    sys.exit(code)
+
+
+@cli.command()
+@click.argument("scenario", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of YAML.")
+def validate(scenario: Path, as_json: bool) -> None:
+    """Check SCENARIO and print it resolved (every default filled in).
+
+    Errors name the file, line and key: `spike.yaml:12: load.stages[1].rps: ...`.
+    """
+    import yaml
+
+    from harness.scenario.loader import load_scenario
+
+    loaded = load_scenario(scenario)
+    data = loaded.scenario.model_dump(mode="json")
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(f"# {scenario}: valid")
+        click.echo(yaml.safe_dump(data, sort_keys=False).rstrip())
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON schema of scenario files (generated from the models)."""
+    from harness.scenario.models import Scenario
+
+    click.echo(json.dumps(Scenario.model_json_schema(), indent=2))
+
+
+@cli.group()
+def images() -> None:
+    """Build and list the images a run needs (no registry needed)."""
+
+
+@images.command("build")
+@click.option("--force", is_flag=True, help="Rebuild even when the cache is current.")
+def images_build(force: bool) -> None:
+    """Build the base, sample-app, HAProxy and Prometheus images (cached)."""
+    from harness.deploy.images import build_images
+
+    build_images(force=force, progress=click.echo)
+
+
+@images.command("list")
+def images_list() -> None:
+    """List the images the harness built."""
+    from harness.deploy.images import list_images
+
+    for line in list_images():
+        click.echo(line)
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True,
+                type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write comparison.csv / comparison.html here.")
+def compare(run_dirs: tuple[Path, ...], out: Path | None) -> None:
+    """Compare strategies side by side, within and across runs, with the noise (95% CIs).
+
+    The scenario's thresholds are evaluated too: a failed one exits with code 1.
+    """
+    from harness.analysis.compare import compare as do_compare
+
+    do_compare(list(run_dirs), out_dir=out, echo=click.echo)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+def report(run_dir: Path) -> None:
+    """Write RUN_DIR/summary.csv and RUN_DIR/report.html (a self-contained dashboard)."""
+    from harness.report.html import write_report
+
+    click.echo(str(write_report(run_dir)))
+
+
+@cli.command()
+@click.argument("results_dir", required=False, default="results",
+                type=click.Path(file_okay=False, path_type=Path))
+@click.option("--port", type=click.IntRange(0, 65535), default=8089, show_default=True)
+def dashboard(results_dir: Path, port: int) -> None:
+    """Serve RESULTS_DIR on http://127.0.0.1:PORT: every run's dashboard, live while a
+    run is still writing."""
+    from harness.report.server import serve
+
+    serve(results_dir, host="127.0.0.1", port=port, echo=click.echo)
+
+
+@cli.command()
+@click.argument("scenario", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--platform", type=click.Choice(["auto", "docker", "local"]), default=None)
+def calibrate(scenario: Path, platform: str | None) -> None:
+    """Measure the rate one replica sustains within the SLO and store it for SCENARIO."""
+    from harness.calibrate import calibrate as do_calibrate
+
+    do_calibrate(scenario, platform=platform, echo=click.echo)
+
+
+@cli.command()
+@click.option("--run", "run_id", default=None, help="Only objects of this run id.")
+def clean(run_id: str | None) -> None:
+    """Remove every Docker object (and local process) labelled harness.managed=true —
+    leftovers of a run that was killed with SIGKILL."""
+    from harness.deploy.cleanup import sweep_all
+
+    for line in sweep_all(run_id):
+        click.echo(line)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cli.main(args=argv, prog_name="harness", standalone_mode=False)
+    except HarnessError as e:
+        click.echo(f"harness: {e}", err=True)
+        return e.exit_code
+    except click.exceptions.Abort:
+        click.echo("harness: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except click.ClickException as e:
+        e.show()
+        return 2
+    except KeyboardInterrupt:
+        click.echo("harness: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Scenario file → validated Scenario, with every error as `file:line: key.path: message`."""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from harness.errors import ScenarioError
+from harness.scenario.models import At, Scenario
+from harness.scenario.yamlsafe import Located, load_file, load_text
+
+
+@dataclass(frozen=True)
+class LoadedScenario:
+    scenario: Scenario
+    path: Path  # the file it came from; relative paths inside it resolve against its folder
+
+    def resolve(self, relative: str) -> Path:
+        p = Path(relative)
+        return p if p.is_absolute() else (self.path.parent / p)
+
+
+def _model_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """The model class that holds the last key of ``loc`` (for "did you mean" hints)."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(part)
+        if field is None:
+            return None
+        current = _unwrap(field.annotation)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrap(annotation: Any) -> Any:
+    # Optional[X], list[X], X | None → X: the model a nested key would belong to.
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            annotation = args[0] if len(args) == 1 else annotation
+            if len(args) != 1:
+                return annotation
+        elif origin in (list, tuple):
+            annotation = typing.get_args(annotation)[0]
+        elif origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        else:
+            return annotation
+
+
+def _message(err: dict[str, Any]) -> str:
+    kind = err.get("type", "")
+    loc = tuple(err.get("loc", ()))
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    msg = str(err.get("msg", "invalid value"))
+    # pydantic prefixes our own ValueErrors with "Value error, "
+    msg = msg.removeprefix("Value error, ")
+    if "input" in err and kind not in ("model_type", "dict_type") and loc:
+        value = err["input"]
+        if isinstance(value, str | int | float | bool) or value is None:
+            msg += f" (got {value!r})"
+    return msg
+
+
+def _scenario_error(e: ValidationError, located: Located) -> ScenarioError:
+    errors = e.errors()
+    err = errors[0]
+    loc = tuple(p for p in err.get("loc", ()) if not (isinstance(p, str) and "[" in p))
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, At):
+        loc = (*loc, *cause.loc)
+    # pydantic appends a synthetic "function-after[...]" segment for model validators
+    key = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
+    msg = _message(err)
+    if err.get("type") == "extra_forbidden" and loc and isinstance(loc[-1], str):
+        holder = _model_at(Scenario, loc[:-1])
+        if holder is not None:
+            close = difflib.get_close_matches(loc[-1], list(holder.model_fields), n=1,
+                                              cutoff=0.6)
+            if close:
+                msg += f"; did you mean {close[0]!r}?"
+            else:
+                msg += f"; allowed here: {', '.join(holder.model_fields)}"
+    if len(errors) > 1:
+        msg += f" (+{len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return ScenarioError(msg, file=located.file, line=located.line_of(loc), key=key or None)
+
+
+def validate(located: Located) -> Scenario:
+    try:
+        return Scenario.model_validate(located.data)
+    except ValidationError as e:
+        raise _scenario_error(e, located) from None
+
+
+def load_scenario(path: str | Path) -> LoadedScenario:
+    located = load_file(path)
+    scenario = validate(located)
+    loaded = LoadedScenario(scenario=scenario, path=Path(path).resolve())
+    for key, value in (("trace", scenario.load.trace), ("locustfile", scenario.load.locustfile)):
+        if value and not loaded.resolve(value).is_file():
+            raise ScenarioError(f"file {value!r} not found (relative to the scenario's folder)",
+                                file=located.file, line=located.line_of(("load", key)),
+                                key=f"load.{key}")
+    return loaded
+
+
+def load_scenario_text(text: str, file: str = "<string>") -> Scenario:
+    return validate(load_text(text, file=file))
