@@ -1,0 +1,271 @@
+"""`harness run`: every strategy × repetition as a trial, recorded as it goes.
+
+Data flow (DESIGN.md): Scenario → for each trial: Deployer.deploy → Load (Locust child
+process) + FaultTimeline + Controller → Recorder rows every second → Deployer.teardown
+(always) → analysis → summary.csv, report.html.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform as pyplatform
+import resource
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from harness import __version__
+from harness.clock import RealClock
+from harness.errors import GateFailed, HarnessError, PrerequisiteError, UsageError
+from harness.platform import Platform, resolve
+from harness.record.schema import SCHEMA_VERSION
+from harness.record.writer import write_json_atomic
+from harness.scenario.loader import LoadedScenario, load_scenario
+from harness.scenario.models import REAL_PLATFORM_MAX_REPLICAS, Scenario
+from harness.trial import Recorder, TrialResult, run_trial
+
+EXIT_INTERRUPTED = 130
+
+
+@dataclass
+class RunOptions:
+    platform: str | None = None
+    strategies: list[str] | None = None
+    repetitions: int | None = None
+    out: Path | None = None
+    workers: int | None = None
+    run_id: str | None = None
+    echo: Callable[[str], None] = print
+
+
+class Stopper:
+    """First SIGINT/SIGTERM: stop gracefully (tear down the current trial, keep the data).
+    Second: sweep every object of this run and exit at once."""
+
+    def __init__(self, on_second: Callable[[], None]) -> None:
+        self.event = threading.Event()
+        self.signal_name = ""
+        self._on_second = on_second
+        self._old: dict[int, Any] = {}
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self.event.is_set():
+            self._on_second()
+            os._exit(EXIT_INTERRUPTED)
+        self.signal_name = signal.Signals(signum).name
+        self.event.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self.event.is_set()
+
+
+def new_run_id(name: str, now: dt.datetime) -> str:
+    return f"{name}-{now.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _git_commit() -> str | None:
+    try:
+        r = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                           timeout=5, cwd=Path(__file__).resolve().parent)
+        return r.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _host() -> dict[str, Any]:
+    mem = None
+    try:
+        with open("/proc/meminfo") as fh:
+            mem = int(fh.readline().split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return {"cores": os.cpu_count(), "memory_bytes": mem, "os": pyplatform.platform(),
+            "hostname": pyplatform.node()}
+
+
+def _versions(plat: Platform) -> dict[str, Any]:
+    v: dict[str, Any] = {"harness": __version__, "python": pyplatform.python_version()}
+    try:
+        from importlib.metadata import version
+        v["locust"] = version("locust")
+    except Exception:
+        v["locust"] = None
+    if plat.docker is not None:
+        try:
+            v["docker_engine"] = plat.docker.version().get("Version")
+        except Exception:
+            v["docker_engine"] = None
+        try:
+            from harness.deploy.images import image_versions
+            v.update(image_versions())
+        except Exception:
+            pass
+    return v
+
+
+def trial_order(strategies: list[str], repetition: int) -> list[str]:
+    """Rotate the order between repetitions so machine drift does not always hit the
+    same strategy (repetition is 1-based)."""
+    k = (repetition - 1) % len(strategies)
+    return strategies[k:] + strategies[:k]
+
+
+def _check_platform_bounds(sc: Scenario, plat: Platform) -> None:
+    if plat.name in ("docker", "local"):
+        for s in sc.strategies:
+            if s.max_replicas > REAL_PLATFORM_MAX_REPLICAS:
+                raise UsageError(f"strategy {s.name!r} may run {s.max_replicas} replicas; "
+                                 f"the {plat.name} platform allows at most "
+                                 f"{REAL_PLATFORM_MAX_REPLICAS} (use --platform sim)")
+
+
+def run_scenario(path: Path, opts: RunOptions) -> int:
+    loaded = load_scenario(path)
+    sc = loaded.scenario
+    echo = opts.echo
+    plat = resolve(opts.platform or sc.platform)
+    if plat.name == "sim":
+        raise PrerequisiteError("the sim platform is not built yet (issue 8); use docker or "
+                                "local")
+    echo(f"harness {__version__}: platform {plat.name} ({plat.why})")
+    _check_platform_bounds(sc, plat)
+    names = [s.name for s in sc.strategies]
+    if opts.strategies:
+        unknown = [n for n in opts.strategies if n not in names]
+        if unknown:
+            raise UsageError(f"--strategies: unknown {unknown}; the scenario has {names}")
+        names = [n for n in names if n in opts.strategies]
+    repetitions = opts.repetitions or sc.repetitions
+    run_id = opts.run_id or new_run_id(sc.name, dt.datetime.now())
+    if not all(c.isalnum() or c in "-_." for c in run_id) or run_id.startswith("."):
+        raise UsageError(f"--run-id {run_id!r}: letters, digits, '-', '_' and '.' only")
+    out = opts.out or Path(sc.output)
+    run_dir = out / run_id
+    if run_dir.exists():
+        raise UsageError(f"{run_dir} exists already; results are never overwritten")
+    if plat.name == "docker":
+        from harness.deploy.images import ensure_images
+        ensure_images(plat.docker)
+    run_dir.mkdir(parents=True)
+
+    meta: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION, "run_id": run_id, "status": "running",
+        "scenario_file": str(path), "scenario": sc.model_dump(mode="json"),
+        "platform": plat.name, "strategies": names, "repetitions": repetitions,
+        "seed": sc.seed, "versions": _versions(plat), "git_commit": _git_commit(),
+        "host": _host(), "started": dt.datetime.now(dt.UTC).isoformat(), "ended": None,
+        "warnings": [], "loadgen_saturated": False, "trials": [],
+    }
+    write_json_atomic(run_dir / "run.json", meta)
+    echo(f"run {run_id} → {run_dir}")
+
+    def sweep_now() -> None:
+        try:
+            from harness.deploy.cleanup import sweep_all
+            for _ in sweep_all(run_id):
+                pass
+        except Exception:
+            pass
+
+    stopper = Stopper(sweep_now)
+    stopper.install()
+    recorder = Recorder(run_dir, run_id)
+    usage0 = resource.getrusage(resource.RUSAGE_SELF)
+    wall0 = RealClock().now()
+    results: list[TrialResult] = []
+    status = "complete"
+    try:
+        for rep in range(1, repetitions + 1):
+            for name in trial_order(names, rep):
+                if stopper.stopped:
+                    break
+                res = run_trial(loaded, sc.strategy(name), rep, plat, recorder, stopper,
+                                workers=opts.workers, echo=echo)
+                results.append(res)
+                meta["trials"].append(res.as_dict())
+                meta["warnings"].extend(res.warnings)
+                meta["loadgen_saturated"] = meta["loadgen_saturated"] or res.loadgen_saturated
+                write_json_atomic(run_dir / "run.json", meta)
+        if stopper.stopped:
+            status = "incomplete"
+    except HarnessError:
+        status = "failed"
+        raise
+    except BaseException:
+        status = "incomplete" if stopper.stopped else "failed"
+        raise
+    finally:
+        recorder.close()
+        usage1 = resource.getrusage(resource.RUSAGE_SELF)
+        wall = RealClock().now() - wall0
+        cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
+        meta.update(status=status, ended=dt.datetime.now(dt.UTC).isoformat(),
+                    wall_s=round(wall, 1), harness_cpu_s=round(cpu, 2),
+                    harness_cpu_share=round(cpu / wall, 4) if wall > 0 else None)
+        if stopper.stopped:
+            meta["interrupted_by"] = stopper.signal_name
+        write_json_atomic(run_dir / "run.json", meta)
+        stopper.restore()
+
+    code = _finish(run_dir, loaded, results, echo)
+    if stopper.stopped:
+        echo(f"interrupted by {stopper.signal_name}: measured data kept in {run_dir}")
+        return EXIT_INTERRUPTED
+    return code
+
+
+def _finish(run_dir: Path, loaded: LoadedScenario, results: list[TrialResult],
+            echo: Callable[[str], None]) -> int:
+    """Summary table, report and threshold gates after the trials."""
+    _print_summary(results, echo)
+    code = 0
+    try:
+        from harness.analysis.summary import write_summary
+        write_summary(run_dir)
+        from harness.report.html import write_report
+        echo(f"report: {write_report(run_dir)}")
+    except ImportError:
+        pass
+    if loaded.scenario.thresholds:
+        try:
+            from harness.analysis.thresholds import gate_run
+            gate_run(run_dir, echo=echo)
+        except GateFailed as e:
+            echo(f"threshold failed: {e}")
+            code = e.exit_code
+        except ImportError:
+            pass
+    return code
+
+
+def _print_summary(results: list[TrialResult], echo: Callable[[str], None]) -> None:
+    if not results:
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="per trial (measured window, warm-up excluded)")
+    for col in ("strategy", "trial", "requests", "ok rps", "p95 ms", "error rate",
+                "replicas min..max", "status"):
+        table.add_column(col, justify="right" if col not in ("strategy", "status") else "left")
+    for r in results:
+        table.add_row(r.strategy, str(r.trial), f"{r.requests}", f"{r.throughput_rps:.1f}",
+                      "-" if r.p95_ms is None else f"{r.p95_ms:.0f}",
+                      f"{r.error_rate:.2%}", f"{r.replicas_min}..{r.replicas_max}", r.status)
+    Console(file=sys.stdout, width=110).print(table)
