@@ -1,0 +1,156 @@
+"""Metric presets and the pure arithmetic behind the metric sources (no I/O).
+
+A preset names one per-replica metric of the sample app twice: as PromQL for the run's
+Prometheus server (one instant query returning one series per replica, told apart by the
+``instance`` label) and as a ``ScrapeRule`` for reading each replica's /metrics directly
+where there is no server. Both compute the same quantity over the same window.
+
+The sample app exposes app_requests_total{code,path}, app_request_duration_seconds
+(histogram), app_in_flight, app_queue_depth, app_capacity_workers, app_service_ms,
+app_ready, app_utilization (= in-flight / worker slots) and prometheus_client's process
+metrics.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from harness.autoscale.spec import AutoscalerSpec, CustomMetric, ScrapeRule
+
+
+@dataclass(frozen=True)
+class Preset:
+    promql: str  # '{window}' → e.g. "10s"
+    scrape: ScrapeRule
+    doc: str
+
+
+PRESETS: dict[str, Preset] = {
+    "cpu": Preset(
+        "sum by (instance) (rate(process_cpu_seconds_total[{window}]))",
+        ScrapeRule(kind="rate", metric="process_cpu_seconds_total"),
+        "CPU cores used per replica (prometheus_client's process collector)"),
+    "latency_p95_ms": Preset(
+        "1000 * histogram_quantile(0.95, sum by (instance, le) "
+        "(rate(app_request_duration_seconds_bucket[{window}])))",
+        ScrapeRule(kind="quantile", metric="app_request_duration_seconds", quantile=0.95,
+                   scale=1000.0),
+        "95th percentile request latency per replica, ms (no traffic → missing)"),
+    "rps": Preset(
+        "sum by (instance) (rate(app_requests_total[{window}]))",
+        ScrapeRule(kind="rate", metric="app_requests_total"),
+        "requests per second per replica"),
+    "utilization": Preset(
+        "max by (instance) (avg_over_time(app_utilization[{window}]))",
+        ScrapeRule(kind="gauge", metric="app_utilization"),
+        "busy worker slots / worker slots per replica (in-flight / capacity), 0..1"),
+}
+
+
+def window_text(window_s: float) -> str:
+    ms = max(1, round(window_s * 1000))
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+
+
+def promql_for(spec: AutoscalerSpec) -> str:
+    """The PromQL the Prometheus source runs for this autoscaler."""
+    m = spec.metric
+    template = m.promql if isinstance(m, CustomMetric) else PRESETS[m].promql
+    return template.replace("{window}", window_text(spec.window_s))
+
+
+def scrape_rule_for(spec: AutoscalerSpec) -> ScrapeRule | None:
+    """How the direct-scrape source computes the metric; None for a custom metric without a
+    ``scrape`` rule (it then needs a Prometheus server)."""
+    m = spec.metric
+    return m.scrape if isinstance(m, CustomMetric) else PRESETS[m].scrape
+
+
+def fresh_only(promql: str, stale_after_s: float) -> str:
+    """Keep only replicas whose last scrape succeeded and is recent. A failed scrape or a
+    Prometheus that stopped scraping must read as a *missing* metric (as the HPA treats pods
+    without one), not as the last value seen up to 5 minutes ago."""
+    return (f"({promql}) and on (instance) (up == 1) "
+            f"and on (instance) (time() - timestamp(up) < {stale_after_s:g})")
+
+
+# --- direct scrape arithmetic -------------------------------------------------------------
+
+
+def parse_samples(text: str) -> list[tuple[str, dict[str, str], float]]:
+    """(sample name, labels, value) of every sample of a /metrics page (text format)."""
+    return [(s.name, dict(s.labels), float(s.value))
+            for fam in text_string_to_metric_families(text) for s in fam.samples]
+
+
+def _matches(labels: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in wanted.items())
+
+
+def sum_samples(samples: Iterable[tuple[str, dict[str, str], float]], name: str,
+                labels: Mapping[str, str]) -> float | None:
+    """Sum of the matching series (a counter with code/path labels → its total); None when
+    the page has no such series."""
+    vals = [v for n, lab, v in samples if n == name and _matches(lab, labels)]
+    return math.fsum(vals) if vals else None
+
+
+def bucket_counts(samples: Iterable[tuple[str, dict[str, str], float]], histogram: str,
+                  labels: Mapping[str, str]) -> dict[float, float] | None:
+    """Cumulative count per upper bound of a histogram, summed over the other labels."""
+    out: dict[float, float] = {}
+    for n, lab, v in samples:
+        if n == f"{histogram}_bucket" and "le" in lab and _matches(lab, labels):
+            le = float(lab["le"])
+            out[le] = out.get(le, 0.0) + v
+    return out or None
+
+
+def counter_increase(values: Sequence[float]) -> float:
+    """Increase over a run of counter samples, counting a drop as a restart from 0 (as
+    Prometheus' rate() does)."""
+    inc = 0.0
+    for prev, cur in itertools.pairwise(values):
+        inc += cur - prev if cur >= prev else cur
+    return inc
+
+
+def bucket_quantile(q: float, buckets: Mapping[float, float]) -> float:
+    """Prometheus' histogram_quantile over cumulative bucket counts (promql/quantile.go
+    ``bucketQuantile``): linear interpolation inside the bucket holding the rank; NaN when
+    there are no observations or no +Inf bucket."""
+    if math.isnan(q):
+        return math.nan
+    if q < 0:
+        return -math.inf
+    if q > 1:
+        return math.inf
+    bounds = sorted(buckets.items())
+    if len(bounds) < 2 or not math.isinf(bounds[-1][0]):
+        return math.nan
+    # ensure monotonic counts (a scrape racing an observation can make them dip)
+    fixed: list[tuple[float, float]] = []
+    top = 0.0
+    for le, c in bounds:
+        top = max(top, c)
+        fixed.append((le, top))
+    observations = fixed[-1][1]
+    if observations == 0:
+        return math.nan
+    rank = q * observations
+    b = next((i for i, (_, c) in enumerate(fixed[:-1]) if c >= rank), len(fixed) - 1)
+    if b == len(fixed) - 1:
+        return fixed[-2][0]
+    if b == 0 and fixed[0][0] <= 0:
+        return fixed[0][0]
+    start, end, count = 0.0, fixed[b][0], fixed[b][1]
+    if b > 0:
+        start = fixed[b - 1][0]
+        count -= fixed[b - 1][1]
+        rank -= fixed[b - 1][1]
+    return start + (end - start) * (rank / count)

@@ -1,0 +1,207 @@
+"""The autoscaler's configuration, declared once (STYLE.md 6): a strategy's ``autoscaler:`` block.
+
+Field names mirror the Kubernetes HorizontalPodAutoscaler (autoscaling/v2) in snake_case with
+units in the name: ``behavior.scaleDown.stabilizationWindowSeconds`` is
+``behavior.scale_down.stabilization_window_s`` here, ``policies[].periodSeconds`` is
+``policies[].period_s``. Every field the scenario leaves out takes the HPA's default, per
+direction (k8s.io/kubernetes pkg/apis/autoscaling/v2/defaults.go ``GenerateHPAScaleUpRules`` /
+``GenerateHPAScaleDownRules``): scale-up has no stabilization window and may add
+max(4 pods, 100 %) per 15 s; scale-down uses a 300 s window and may remove 100 % per 15 s.
+
+    autoscaler:
+      policy: hpa                # hpa | step | target-tracking
+      metric: utilization        # preset, or {promql: "...", scrape: {...}}
+      target: 0.6                # per-replica target of that metric
+      min_replicas: 2
+      max_replicas: 12
+      interval_s: 2              # the HPA's --horizontal-pod-autoscaler-sync-period (15 s)
+      behavior:
+        scale_down: {stabilization_window_s: 20}
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MAX_AUTOSCALE_REPLICAS = 200
+
+PolicyName = Literal["hpa", "step", "target-tracking"]  # = sorted(registry.POLICIES), tested
+MetricPreset = Literal["cpu", "latency_p95_ms", "rps", "utilization"]  # = metrics.PRESETS
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- metric -------------------------------------------------------------------------------
+
+
+class ScrapeRule(_Strict):
+    """How to compute a per-replica value from the replica's own /metrics page, for
+    platforms without a Prometheus server (the ``local`` platform)."""
+
+    kind: Literal["gauge", "rate", "quantile"] = Field(
+        description="gauge: the value as exposed (summed over matching series); rate: "
+                    "per-second increase of a counter between two scrapes; quantile: "
+                    "histogram quantile of the observations between two scrapes")
+    metric: str = Field(min_length=1, max_length=200, pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$",
+                        description="sample name (gauge, counter incl. _total) or histogram "
+                                    "base name (quantile)")
+    labels: dict[str, str] = Field(default_factory=dict,
+                                   description="only series carrying these label values")
+    quantile: float = Field(0.95, gt=0, lt=1, description="quantile kind only")
+    scale: float = Field(1.0, gt=0, description="multiplier, e.g. 1000 for seconds → ms")
+
+
+class CustomMetric(_Strict):
+    """A metric of your own: PromQL returning one series per replica, told apart by the
+    ``instance`` label (``sum by (instance) (...)``)."""
+
+    name: str = Field("custom", min_length=1, max_length=40)
+    promql: str = Field(min_length=1, max_length=2000,
+                        description="instant-query expression; '{window}' is replaced by "
+                                    "window_s (e.g. rate(x[{window}]))")
+    scrape: ScrapeRule | None = Field(
+        None, description="the same metric read straight from each replica's /metrics "
+                          "where there is no Prometheus server")
+
+
+# --- behaviour (HPAScalingRules) ----------------------------------------------------------
+
+
+class ScalingPolicy(_Strict):
+    """HPAScalingPolicy: at most ``value`` pods (Pods) or ``value`` percent of the replicas at
+    the start of the period (Percent) may be added/removed within any ``period_s``."""
+
+    type: Literal["Pods", "Percent"]
+    value: int = Field(gt=0, le=10_000)
+    period_s: float = Field(gt=0, le=1800)
+
+
+class Rules(_Strict):
+    """HPAScalingRules for one direction."""
+
+    stabilization_window_s: float = Field(ge=0, le=3600)
+    select_policy: Literal["Max", "Min", "Disabled"] = Field(
+        "Max", description="Max: the policy allowing the biggest change wins; Min: the "
+                           "smallest; Disabled: never scale in this direction")
+    policies: list[ScalingPolicy] = Field(min_length=1, max_length=10)
+
+
+class ScaleUpRules(Rules):
+    stabilization_window_s: float = Field(0, ge=0, le=3600)
+    policies: list[ScalingPolicy] = Field(
+        default_factory=lambda: [ScalingPolicy(type="Pods", value=4, period_s=15),
+                                 ScalingPolicy(type="Percent", value=100, period_s=15)],
+        min_length=1, max_length=10)
+
+
+class ScaleDownRules(Rules):
+    stabilization_window_s: float = Field(300, ge=0, le=3600)
+    policies: list[ScalingPolicy] = Field(
+        default_factory=lambda: [ScalingPolicy(type="Percent", value=100, period_s=15)],
+        min_length=1, max_length=10)
+
+
+class Behavior(_Strict):
+    scale_up: ScaleUpRules = Field(default_factory=ScaleUpRules)
+    scale_down: ScaleDownRules = Field(default_factory=ScaleDownRules)
+
+    @property
+    def longest_period_s(self) -> float:
+        return max(p.period_s for p in (*self.scale_up.policies, *self.scale_down.policies))
+
+
+# --- other policies' options --------------------------------------------------------------
+
+
+class StepAdjustment(_Strict):
+    """One step: when lower ≤ (metric/target − 1) < upper, change the replica count by
+    ``change`` (AWS step scaling's MetricIntervalLower/UpperBound and ScalingAdjustment,
+    with bounds relative to the target instead of absolute)."""
+
+    lower: float | None = Field(None, ge=-1, description="None: unbounded below")
+    upper: float | None = Field(None, ge=-1, description="None: unbounded above")
+    change: int = Field(ge=-MAX_AUTOSCALE_REPLICAS, le=MAX_AUTOSCALE_REPLICAS)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> StepAdjustment:
+        if self.lower is not None and self.upper is not None and self.lower >= self.upper:
+            raise ValueError(f"lower ({self.lower}) must be below upper ({self.upper})")
+        return self
+
+
+def _default_steps() -> list[StepAdjustment]:
+    return [StepAdjustment(upper=-0.3, change=-1),
+            StepAdjustment(lower=0.1, upper=0.5, change=1),
+            StepAdjustment(lower=0.5, upper=1.0, change=2),
+            StepAdjustment(lower=1.0, change=4)]
+
+
+class StepSpec(_Strict):
+    steps: list[StepAdjustment] = Field(default_factory=_default_steps, min_length=1,
+                                        max_length=20)
+    cooldown_s: float = Field(60, ge=0, le=3600,
+                              description="no further step after a scale for this long")
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> StepSpec:
+        spans = sorted((s.lower if s.lower is not None else float("-inf"),
+                        s.upper if s.upper is not None else float("inf")) for s in self.steps)
+        for (_, hi), (lo, _) in itertools.pairwise(spans):
+            if lo < hi:
+                raise ValueError("step intervals overlap")
+        return self
+
+
+class TargetTrackingSpec(_Strict):
+    """AWS-style target tracking: replicas = ceil(sum of values / target), gated by cooldowns."""
+
+    scale_out_cooldown_s: float = Field(60, ge=0, le=3600)
+    scale_in_cooldown_s: float = Field(300, ge=0, le=3600)
+
+
+# --- the block ----------------------------------------------------------------------------
+
+
+class AutoscalerSpec(_Strict):
+    policy: PolicyName = "hpa"
+    metric: MetricPreset | CustomMetric = Field(
+        "utilization",
+        description="utilization (in-flight / worker slots, e.g. target 0.6), rps (requests "
+                    "per second per replica), latency_p95_ms, cpu (cores per replica), or a "
+                    "custom PromQL")
+    target: float = Field(gt=0, le=1e9, description="target value per replica (HPA "
+                                                    "AverageValue)")
+    min_replicas: int = Field(1, ge=1, le=MAX_AUTOSCALE_REPLICAS)
+    max_replicas: int = Field(ge=1, le=MAX_AUTOSCALE_REPLICAS)
+    interval_s: float = Field(15, ge=0.5, le=600, description="control loop period (the "
+                                                              "HPA's sync period, 15 s)")
+    tolerance: float = Field(0.1, ge=0, lt=1, description="no change while |metric/target "
+                                                           "− 1| ≤ tolerance")
+    window_s: float = Field(10, ge=1, le=600, description="rate / quantile window of the "
+                                                          "metric presets")
+    behavior: Behavior = Field(default_factory=Behavior, description="hpa policy only")
+    step: StepSpec | None = Field(None, description="step policy options")
+    target_tracking: TargetTrackingSpec | None = Field(None, description="target-tracking "
+                                                                         "policy options")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AutoscalerSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) is above max_replicas "
+                             f"({self.max_replicas})")
+        if "behavior" in self.model_fields_set and self.policy != "hpa":
+            raise ValueError(f"'behavior' applies to policy hpa, not {self.policy}")
+        if self.step is not None and self.policy != "step":
+            raise ValueError(f"'step' options given but policy is {self.policy}")
+        if self.target_tracking is not None and self.policy != "target-tracking":
+            raise ValueError(f"'target_tracking' options given but policy is {self.policy}")
+        return self
+
+    @property
+    def metric_name(self) -> str:
+        return self.metric if isinstance(self.metric, str) else self.metric.name
