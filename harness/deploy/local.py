@@ -173,6 +173,9 @@ class LocalDeployer:
         self._monitor: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._deployed = False
+        self._deploy_done = False
+        # replicas that exited before ever becoming ready while deploy() waited
+        self._early_exits: list[tuple[str, str]] = []
         self._torn_down = False
         self.root: Path | None = None
         self._socket_dir: Path | None = None
@@ -270,20 +273,22 @@ class LocalDeployer:
         while True:
             with self._lock:
                 reps = list(self._reps)
-                dead = [r for r in reps if r.state == ReplicaState.EXITED]
+                early = list(self._early_exits)
                 ready_ports = {r.port for r in reps if r.state == ReplicaState.READY}
-            if dead:
-                r = dead[0]
-                raise DeployError(
-                    f"replica {r.id} exited during deploy "
-                    f"({exit_description(r.proc.returncode if r.proc else None)}): "
-                    + (tail(self.root / "logs" / f"{r.id}.log", 600) or "no output"))
+            if early:
+                # fail fast: a command that cannot start would only crash-loop until the
+                # timeout (compose) or never come back (manual)
+                rid, how = early[0]
+                raise DeployError(f"replica {rid} exited during deploy ({how}): "
+                                  + (tail(self.root / "logs" / f"{rid}.log", 600)
+                                     or "no output"))
             if len(ready_ports) == len(reps):
                 try:
                     up = local_haproxy.up_ports(self._api.servers_state())
                 except OSError:
                     up = set()
                 if ready_ports <= up and self._prometheus_ready():
+                    self._deploy_done = True
                     return
             if self._haproxy is not None and self._haproxy.poll() is not None:
                 raise DeployError("HAProxy exited: " + tail(self.root / "haproxy.log", 600))
@@ -562,6 +567,8 @@ class LocalDeployer:
                     prev_backoff_s=rep.backoff_s, ran_s=ran_s,
                     restart_delay_s=self.restart_delay_s)
         rep.backoff_s = d.backoff_s
+        if not self._deploy_done and not rep.in_lb:
+            self._early_exits.append((rep.id, exit_description(rep.proc.returncode)))
         what = "stays dead"
         if d.action != "stay_dead":
             rep.due_at = now + d.delay_s

@@ -141,12 +141,13 @@ def child_env(base: Mapping[str, str], *overlays: Mapping[str, str]) -> dict[str
 
 
 def tail(path: Path, max_bytes: int = 2000) -> str:
-    """The end of a log file, for error messages."""
+    """The end of a log file on one line (" | " between lines), for error messages."""
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
             size = f.tell()
             f.seek(max(0, size - max_bytes))
-            return f.read().decode(errors="replace").strip()
+            text = f.read().decode(errors="replace").strip()
+        return " | ".join(line for line in text.splitlines() if line.strip())
     except OSError:
         return ""
