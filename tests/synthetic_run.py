@@ -6,8 +6,8 @@ Three strategies over 120 s (+5 s warm-up): 100 req/s, a spike to 400 req/s at t
 * manual (3 replicas, fixed): drowns during the spike (240 < 400), loses a replica
   for good at the crash (2 × 80 = 160 still carry 100 req/s).
 * compose (3 replicas, fixed): same spike; the crashed replica is restarted (ready at 98).
-* autoscale (3 → 8): scales up at 32, first new replica ready at 36.4, all by 37; recovers; scales down at
-  80; the crashed replica is replaced (ready at 97).
+* autoscale (3 → 8): scales up at 32, first new replica ready at 36.4, all by 37;
+  recovers; scales down at 80; the crashed replica is replaced (ready at 97).
 
 Per-second latencies are drawn from a seeded generator and stored as real histograms
 (harness.record.histogram encoding), so window percentiles are exact merges.

@@ -169,8 +169,9 @@ def _cell(r: pd.Series) -> str:
     if r["n_valid"] == 0:
         return "not recovered" if m.startswith("recovery_s") else "–"
     s = format_value(m, r["mean"])
-    if not math.isnan(r["ci_lo"]):
-        s += f" [{format_value(m, r['ci_lo'])}, {format_value(m, r['ci_hi'])}]"
+    lo, hi = format_value(m, r["ci_lo"]), format_value(m, r["ci_hi"])
+    if not math.isnan(r["ci_lo"]) and (lo != s or hi != s):  # a zero-width CI says nothing
+        s += f" [{lo}, {hi}]"
     if r["n_missing"] and m.startswith("recovery_s"):
         s += f" ({r['n_missing']}/{r['n']} not recovered)"
     return s
@@ -183,6 +184,12 @@ def _delta(r: pd.Series) -> str:
     sig = {True: " *", False: " ~", None: " ?"}[r["significant"]]
     sign = "+" if r["delta"] >= 0 else "−"
     return f"{sign}{format_value(r['metric'], abs(r['delta']))}{pct}{sig}"
+
+
+def _colour(r: pd.Series) -> str:
+    if not r["significant"]:
+        return "dim"
+    return {True: "green", False: "red"}.get(r["better"], "yellow")
 
 
 def _legend() -> str:
@@ -210,7 +217,7 @@ def render_terminal(res: CompareResult, width: int = 160) -> str:
                 continue
             r0 = r.iloc[0]
             d = _delta(r0)
-            colour = ("green" if r0["better"] else "red") if r0["significant"] else "dim"
+            colour = _colour(r0)
             cells.append(_cell(r0) + (f"\n[{colour}]Δ {d}[/{colour}]" if d else ""))
         t.add_row(f"{label}" + (f" ({unit})" if unit and unit != "%" else ""), *cells)
     buf = io.StringIO()
@@ -249,7 +256,7 @@ def render_html(res: CompareResult) -> str:
                 continue
             r0 = r.iloc[0]
             d = _delta(r0)
-            cls = ("good" if r0["better"] else "bad") if r0["significant"] else ""
+            cls = {"green": "good", "red": "bad"}.get(_colour(r0), "")
             dd = f"<span class='d {cls}'>Δ {e(d)}</span>" if d else ""
             tds.append(f"<td>{e(_cell(r0))}{dd}</td>")
         u = f" ({e(unit)})" if unit and unit != "%" else ""

@@ -3,9 +3,10 @@ absorb: a load step/spike or a fault").
 
 * A `load_stage` event whose rate (detail `rps=…`, or `users=…` in the closed model) is
   higher than the previous stage's is a load disturbance. It is a **spike** when the
-  *next* stage goes back down, else a **step**. The first stage is compared with the
-  warm-up rate when a warm-up stage event (t < 0) exists, else it is the start of the
-  load, not a disturbance.
+  *next* stage goes back down, else a **step** (the next stage is taken from the
+  scenario when it lists stages, so a trial cut short names its spike the same way).
+  The first stage is compared with the warm-up rate when a warm-up stage event (t < 0)
+  exists, else it is the start of the load, not a disturbance.
 * A `fault` event is a disturbance named after its action (crash, kill, pause). The
   events of one injection (one per victim replica) within 1 s of each other and with
   the same action are one disturbance. Events recording a failed or skipped injection
@@ -87,6 +88,23 @@ def _fault_action(detail: str) -> str | None:
     return first if first.isidentifier() else "fault"
 
 
+def _planned_next_rate(scenario: Mapping[str, Any] | None, t: float) -> float | None:
+    """The rate of the stage after the planned stage starting near t (None: unknown).
+
+    Read from the scenario so a trial cut short names its spike as a complete one does."""
+    stages = ((scenario or {}).get("load") or {}).get("stages") or []
+    start = 0.0
+    for i, st in enumerate(stages):
+        if abs(start - t) <= _SNAP_S:
+            if i + 1 >= len(stages):
+                return None
+            nxt = stages[i + 1]
+            v = nxt.get("rps", nxt.get("users"))
+            return None if v is None else float(v)
+        start += float(st.get("duration_s", 0) or 0)
+    return None
+
+
 def _snap(t: float, planned: Sequence[float]) -> int:
     best = min(planned, key=lambda p: abs(p - t), default=None)
     if best is not None and abs(best - t) <= _SNAP_S:
@@ -110,7 +128,9 @@ def find_disturbances(events: pd.DataFrame, end_s: float,
         prev = rated[i - 1][1]
         assert rate is not None and prev is not None
         if rate > prev:
-            nxt = rated[i + 1][1] if i + 1 < len(rated) else None
+            nxt = _planned_next_rate(scenario, t)
+            if nxt is None:
+                nxt = rated[i + 1][1] if i + 1 < len(rated) else None
             kind = "spike" if nxt is not None and nxt < rate else "step"
             found.append((t, kind, detail, (), plan["load"]))
 

@@ -106,8 +106,9 @@ def _summary_table(summary: RunSummary, strategies: list[str], colors: dict[str,
                 cells.append("not recovered" if m.startswith("recovery_s") else "–")
                 continue
             txt = format_value(m, r["mean"])
-            if not math.isnan(r["ci_lo"]):
-                txt += f" [{format_value(m, r['ci_lo'])}, {format_value(m, r['ci_hi'])}]"
+            lo, hi = format_value(m, r["ci_lo"]), format_value(m, r["ci_hi"])
+            if not math.isnan(r["ci_lo"]) and (lo != txt or hi != txt):
+                txt += f" [{lo}, {hi}]"
             if r["n_missing"] and m.startswith("recovery_s"):
                 txt += f" ({int(r['n_missing'])}/{int(r['n'])} not recovered)"
             cells.append(txt)

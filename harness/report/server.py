@@ -51,8 +51,10 @@ def _sig(run_dir: Path) -> tuple[tuple[int, int], ...]:
 class DashboardServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, results_dir: Path, address: tuple[str, int]) -> None:
+    def __init__(self, results_dir: Path, address: tuple[str, int],
+                 live_interval_ms: int = LIVE_INTERVAL_MS) -> None:
         self.results_dir = results_dir.resolve()
+        self.live_interval_ms = live_interval_ms
         self._cache: dict[str, tuple[tuple[tuple[int, int], ...], dict[str, Any]]] = {}
         self._lock = threading.Lock()
         super().__init__(address, Handler)
@@ -116,7 +118,7 @@ class Handler(BaseHTTPRequestHandler):
     server: DashboardServer
     server_version = "harness-dashboard"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet: a polling page would flood the terminal
 
     def do_GET(self) -> None:
@@ -178,7 +180,7 @@ class Handler(BaseHTTPRequestHandler):
                          "reloads every few seconds.</p><p><a href='/'>all runs</a></p>",
                          refresh_s=3)
             return self._send(HTTPStatus.OK, "text/html; charset=utf-8", page.encode())
-        live = ({"url": "data.json", "interval_ms": LIVE_INTERVAL_MS}
+        live = ({"url": "data.json", "interval_ms": self.server.live_interval_ms}
                 if model["run"]["status"] == "running" else None)
         page = render_html(model, live=live)
         return self._send(HTTPStatus.OK, "text/html; charset=utf-8", page.encode())
@@ -228,10 +230,10 @@ def _page(title: str, body: str, refresh_s: int | None = None) -> str:
             f"<body><div id=app>{body}</div></body></html>\n")
 
 
-def make_server(results_dir: str | Path, host: str = "127.0.0.1",
-                port: int = 8089) -> DashboardServer:
+def make_server(results_dir: str | Path, host: str = "127.0.0.1", port: int = 8089,
+                live_interval_ms: int = LIVE_INTERVAL_MS) -> DashboardServer:
     """A bound, not yet serving server (port 0: any free port; see .server_address)."""
-    return DashboardServer(Path(results_dir), (host, port))
+    return DashboardServer(Path(results_dir), (host, port), live_interval_ms)
 
 
 def serve(results_dir: str | Path, host: str = "127.0.0.1", port: int = 8089,

@@ -1,0 +1,93 @@
+"""`harness compare`: strategies side by side, across runs, noise-aware, and CI gates."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.analysis.compare import compare
+from harness.errors import GateFailed, UsageError
+from tests.synthetic_run import make_synthetic_run
+
+
+def test_one_run_side_by_side(tmp_path: Path) -> None:
+    run = make_synthetic_run(tmp_path, run_id="one")
+    printed: list[str] = []
+    res = compare([run], echo=printed.append)
+    assert res.entities == [("one", "manual"), ("one", "compose"), ("one", "autoscale")]
+    t = res.table
+    p95 = t[t["metric"] == "p95_ms"].set_index("strategy")
+    # baseline: the first strategy of the run
+    assert p95.loc["manual", "baseline"] == "" and p95.loc["autoscale", "baseline"] == \
+        "one:manual"
+    assert p95.loc["autoscale", "delta"] == pytest.approx(
+        p95.loc["autoscale", "mean"] - p95.loc["manual", "mean"])
+    # one trial: the noise is unknown, so no difference is called significant
+    assert p95["significant"].isna().all()
+    assert {"recovery_s_spike_t30", "recovery_s_crash_t95"} <= set(t["metric"])
+    # files next to the run, and a readable terminal table
+    assert res.csv_path == run / "comparison.csv" and res.html_path == run / "comparison.html"
+    back = pd.read_csv(res.csv_path)
+    assert set(back["strategy"]) == {"manual", "compose", "autoscale"}
+    html = res.html_path.read_text()
+    assert "<table>" in html and "autoscale" in html and "http" not in html.lower().replace(
+        "http-equiv", "")
+    text = "\n".join(printed)
+    assert "autoscale" in text and "p95 latency" in text and "comparison.csv" in text
+
+
+def test_before_and_after_a_change_with_noise(tmp_path: Path) -> None:
+    before = make_synthetic_run(tmp_path, run_id="before", trials=3, seed=1,
+                                strategies=("manual", "autoscale"))
+    after = make_synthetic_run(tmp_path, run_id="after", trials=3, seed=2,
+                               strategies=("manual", "autoscale"), slow_factor=1.5)
+    same = make_synthetic_run(tmp_path, run_id="same", trials=3, seed=3,
+                              strategies=("manual", "autoscale"))
+    out = tmp_path / "cmp"
+    res = compare([before, after, same], out_dir=out)
+    t = res.table
+    p50 = t[t["metric"] == "p95_ms"].set_index(["run", "strategy"])
+    # each strategy is compared with itself in the first run
+    assert p50.loc[("after", "autoscale"), "baseline"] == "before:autoscale"
+    assert p50.loc[("before", "autoscale"), "baseline"] == ""
+    # 1.5× slower latencies: far outside the noise, and worse
+    slower = p50.loc[("after", "autoscale")]
+    assert slower["significant"] == True  # noqa: E712 - object column: True/False/None
+    assert slower["better"] == False  # noqa: E712
+    assert slower["delta_pct"] == pytest.approx(50.0, abs=8.0)
+    # an unchanged system: the CIs overlap → within the noise
+    unchanged = p50.loc[("same", "autoscale")]
+    assert unchanged["significant"] == False  # noqa: E712
+    assert not math.isnan(unchanged["ci_lo"]) and unchanged["n"] == 3
+    assert (out / "comparison.csv").exists() and (out / "comparison.html").exists()
+    assert "before" in res.text and "after" in res.text
+
+
+def test_thresholds_become_a_ci_gate(tmp_path: Path) -> None:
+    run = make_synthetic_run(tmp_path, run_id="gated", thresholds=[
+        "autoscale.recovery_s < 30", "manual.recovery_s < 30", "error_rate < 0.3"])
+    res = compare([run])
+    assert res.failed_gates == ["✗ manual.recovery_s < 30: 39.99"]
+    assert any(line.startswith("✓ autoscale.recovery_s < 30") for line in res.gate_lines)
+    assert "thresholds:" in res.text and "✗ manual.recovery_s < 30" in res.text
+    with pytest.raises(GateFailed) as e:
+        res.raise_for_gates()
+    assert e.value.exit_code == 1
+
+
+def test_passing_gates_do_not_raise(tmp_path: Path) -> None:
+    run = make_synthetic_run(tmp_path, run_id="fine", thresholds=["p95_ms < 5000"])
+    res = compare([run])
+    assert res.failed_gates == []
+    res.raise_for_gates()
+
+
+def test_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(UsageError):
+        compare([])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="no timeseries"):
+        compare([tmp_path / "empty"])
