@@ -1,0 +1,382 @@
+"""The control loop on a fake clock, with a fake deployer and a fake metric source that
+implement the real protocols (STYLE.md 8): no sleeping, no processes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from harness.autoscale.controller import Controller, DecisionRow
+from harness.autoscale.registry import make_policy
+from harness.autoscale.source import PrometheusSource, ScrapeSource
+from harness.autoscale.spec import AutoscalerSpec
+from harness.autoscale.wiring import build_controller
+from harness.clock import FakeClock, RealClock
+from harness.deploy.base import Deployer, Replica, ReplicaState
+from harness.errors import DeployError
+from harness.record.schema import DECISIONS, KEY, names
+from harness.record.writer import CsvSink
+
+
+class SlowStartDeployer:
+    """Deployer protocol on a fake clock: a new replica is STARTING for ``startup_s``."""
+
+    kind = "fake"
+
+    def __init__(self, clock: FakeClock, replicas: int, startup_s: float = 3.0) -> None:
+        self.clock = clock
+        self.startup_s = startup_s
+        self._n = replicas
+        self._seq = 0
+        self._reps: dict[str, tuple[float, ReplicaState | None]] = {}  # id → (ready_at, forced)
+        self.scale_calls: list[tuple[float, int]] = []
+        self.fail_scale = 0  # raise on the next N scale calls
+        self.fail_list = 0
+        for _ in range(replicas):
+            self._add(ready_at=clock.now())
+
+    def _add(self, ready_at: float) -> None:
+        self._reps[f"r{self._seq}"] = (ready_at, None)
+        self._seq += 1
+
+    def force(self, rid: str, state: ReplicaState) -> None:
+        self._reps[rid] = (self._reps[rid][0], state)
+
+    def deploy(self) -> None:
+        pass
+
+    def scale(self, replicas: int) -> None:
+        if self.fail_scale:
+            self.fail_scale -= 1
+            raise RuntimeError("the orchestrator said no")
+        self.scale_calls.append((self.clock.now(), replicas))
+        while len(self._reps) < replicas:
+            self._add(ready_at=self.clock.now() + self.startup_s)
+        for rid in sorted(self._reps, key=lambda k: int(k[1:]))[replicas:]:
+            del self._reps[rid]
+        self._n = replicas
+
+    def desired(self) -> int:
+        return self._n
+
+    def replicas(self) -> list[Replica]:
+        if self.fail_list:
+            self.fail_list -= 1
+            raise ConnectionError("engine unreachable")
+        now = self.clock.now()
+        out = []
+        for rid, (ready_at, forced) in self._reps.items():
+            state = forced or (ReplicaState.READY if now >= ready_at else ReplicaState.STARTING)
+            out.append(Replica(id=rid, name=rid, state=state))
+        return out
+
+    def crash(self, replica_id: str) -> None:
+        self.force(replica_id, ReplicaState.EXITED)
+
+    def lb_url(self) -> str:
+        return "http://127.0.0.1:1"
+
+    def prometheus_url(self) -> str | None:
+        return None
+
+    def teardown(self) -> None:
+        pass
+
+
+class LoadSource:
+    """MetricSource: utilization of each ready replica = min(1, demand(t) / ready replicas),
+    demand in busy worker-slot units (a replica has 1.0)."""
+
+    def __init__(self, clock: FakeClock, demand: Callable[[float], float]) -> None:
+        self.clock, self.demand = clock, demand
+        self.last_error: str | None = None
+        self.blank: set[str] = set()  # replica ids reported as missing
+        self.raise_next = 0
+        self.calls: list[list[str]] = []
+
+    def sample(self, replicas: list[Replica]) -> dict[str, float | None]:
+        self.calls.append([r.id for r in replicas])
+        if self.raise_next:
+            self.raise_next -= 1
+            raise RuntimeError("source bug")
+        per = min(1.0, self.demand(self.clock.now()) / max(1, len(replicas)))
+        out: dict[str, float | None] = {r.id: None if r.id in self.blank else per
+                                        for r in replicas}
+        self.last_error = "no fresh series for " + ", ".join(sorted(self.blank)) \
+            if self.blank else None
+        return out
+
+
+def make(clock: FakeClock, replicas: int, demand: Callable[[float], float] | float,
+         **spec_kw: Any) -> tuple[Controller, SlowStartDeployer, LoadSource, list[DecisionRow]]:
+    kw: dict[str, Any] = {"target": 0.6, "min_replicas": 1, "max_replicas": 20,
+                          "interval_s": 2} | spec_kw
+    spec = AutoscalerSpec.model_validate(kw)
+    dep = SlowStartDeployer(clock, replicas)
+    src = LoadSource(clock, demand if callable(demand) else (lambda _t, d=demand: d))
+    rows: list[DecisionRow] = []
+    ctl = Controller(dep, src, make_policy(spec), spec, clock, rows.append, t0=clock.now())
+    return ctl, dep, src, rows
+
+
+def test_deployer_fake_implements_the_protocol() -> None:
+    assert isinstance(SlowStartDeployer(FakeClock(), 1), Deployer)
+
+
+def test_row_has_exactly_the_decisions_columns(tmp_path: Path) -> None:
+    clock = FakeClock(start=50.0)
+    ctl, _, _, rows = make(clock, 2, 1.8)
+    clock.advance(3.5)
+    row = ctl.step()
+    assert set(row) == set(names(DECISIONS)) - set(names(KEY))
+    assert row["t_s"] == 3.5  # relative to t0
+    # and the recorder's real CSV writer accepts it with the key added
+    sink = CsvSink(tmp_path / "decisions.csv", DECISIONS)
+    sink.write({"run_id": "r", "strategy": "autoscale", "trial": 1, **rows[0]})
+    sink.close()
+    df = pd.read_csv(tmp_path / "decisions.csv")
+    assert list(df.columns) == names(DECISIONS)
+    assert df.loc[0, "action"] == "scale"
+
+
+def test_scale_up_when_above_target() -> None:
+    clock = FakeClock()
+    ctl, dep, _, _ = make(clock, 2, 1.8)  # 0.9 per replica, target 0.6
+    row = ctl.step()
+    # ratio 1.5 × 2 ready = 3
+    assert (row["current_replicas"], row["recommended"], row["desired"]) == (2, 3, 3)
+    assert row["action"] == "scale"
+    assert row["reason"] == "AboveTarget;DesiredWithinRange"
+    assert (row["ready"], row["unready"], row["missing"]) == (2, 0, 0)
+    assert row["metric_values"] == "r0=0.9;r1=0.9"
+    assert row["metric_mean"] == pytest.approx(0.9)
+    assert dep.scale_calls == [(0.0, 3)]
+    assert ctl.state.scale_up_events[-1].replicas == 1  # remembered for the rate limits
+
+
+def test_within_tolerance_does_nothing() -> None:
+    clock = FakeClock()
+    ctl, dep, _, _ = make(clock, 3, 1.9)  # 0.633 per replica: |1 − 1.056| ≤ 0.1
+    row = ctl.step()
+    assert (row["action"], row["desired"], row["reason"]) == (
+        "none", 3, "WithinTolerance;DesiredWithinRange")
+    assert dep.scale_calls == []
+
+
+def test_no_metrics_is_an_error_row_and_keeps_the_count() -> None:
+    clock = FakeClock()
+    ctl, dep, src, rows = make(clock, 2, 1.8)
+    src.blank = {"r0", "r1"}
+    row = ctl.step()
+    assert row["action"] == "error"
+    assert row["reason"].startswith("FailedComputeMetricsReplicas")
+    assert "no fresh series for r0, r1" in row["reason"]
+    assert (row["desired"], row["missing"], row["metric_values"]) == (
+        2, 2, "r0=missing;r1=missing")
+    assert dep.scale_calls == []
+    src.blank = set()
+    clock.advance(2)
+    assert ctl.step()["action"] == "scale"  # and the next tick works again
+    assert len(rows) == 2
+
+
+def test_a_raising_source_does_not_stop_the_controller() -> None:
+    clock = FakeClock()
+    ctl, _, src, _ = make(clock, 2, 1.8)
+    src.raise_next = 1
+    row = ctl.step()
+    assert row["action"] == "error"
+    assert "RuntimeError: source bug" in row["reason"]
+    clock.advance(2)
+    assert ctl.step()["action"] == "scale"
+
+
+def test_failed_scale_is_logged_and_not_counted_as_an_event() -> None:
+    clock = FakeClock()
+    ctl, dep, _, _ = make(clock, 2, 1.8)
+    dep.fail_scale = 1
+    row = ctl.step()
+    assert row["action"] == "error"
+    assert row["reason"] == "AboveTarget;DesiredWithinRange;FailedRescale: RuntimeError: " \
+                            "the orchestrator said no"
+    assert ctl.state.scale_up_events == ()
+    clock.advance(2)
+    row = ctl.step()
+    assert (row["action"], row["desired"]) == ("scale", 3)
+
+
+def test_failed_listing_is_an_error_row() -> None:
+    clock = FakeClock()
+    ctl, dep, _, _ = make(clock, 2, 1.8)
+    dep.fail_list = 1
+    row = ctl.step()
+    assert row["action"] == "error"
+    assert row["reason"] == "FailedGetScale: ConnectionError: engine unreachable"
+    assert row["current_replicas"] is None
+
+
+def test_unready_replicas_count_as_zero_on_a_scale_up() -> None:
+    clock = FakeClock()
+    ctl, dep, src, _ = make(clock, 2, 1.5, target=0.5)
+    dep.scale(4)  # r2, r3 start now and need 3 s; 0.75 per ready replica
+    row = ctl.step()
+    # 1.5 says up; [.75, .75, 0, 0] = 0.375 → 0.75 says down → keep 4 (ready alone: 3)
+    assert (row["ready"], row["unready"], row["desired"], row["action"]) == (2, 2, 4, "none")
+    assert row["reason"].startswith("FillInFlipsDirection")
+    assert row["metric_values"] == "r0=0.75;r1=0.75;r2=unready;r3=unready"
+    assert src.calls[-1] == ["r0", "r1"]  # only ready replicas are asked for
+
+
+def test_paused_is_unready_and_exited_is_ignored() -> None:
+    clock = FakeClock()
+    ctl, dep, _, _ = make(clock, 4, 1.2)
+    dep.force("r2", ReplicaState.PAUSED)
+    dep.force("r3", ReplicaState.EXITED)
+    row = ctl.step()
+    assert (row["ready"], row["unready"], row["current_replicas"]) == (2, 1, 4)
+    assert "r3" not in row["metric_values"]
+
+
+def test_missing_ready_replica_is_reported() -> None:
+    clock = FakeClock()
+    ctl, _, src, _ = make(clock, 3, 0.9, behavior={"scale_down": {"stabilization_window_s": 0}})
+    src.blank = {"r2"}
+    row = ctl.step()
+    # 0.3 each on r0, r1 (0.5 of target) → fill r2 at the target: (0.3+0.3+0.6)/3 = 0.4
+    # → ratio 0.667 × 3 = 2
+    assert (row["missing"], row["recommended"], row["desired"]) == (1, 2, 2)
+    assert row["metric_values"] == "r0=0.3;r1=0.3;r2=missing"
+
+
+def test_load_step_scales_up_fast_and_down_after_the_window() -> None:
+    """The issue's done-criterion on a fake clock: demand steps 1.2 → 4.8 slots at t=20 s and
+    back at t=100 s; interval 2 s, scale-down window 20 s, replicas ready 3 s after start."""
+    clock = FakeClock()
+    demand = lambda t: 4.8 if 20 <= t < 100 else 1.2  # noqa: E731
+    ctl, dep, _, rows = make(clock, 2, demand, min_replicas=2,
+                             behavior={"scale_down": {"stabilization_window_s": 20}})
+    stop = threading.Event()
+
+    def on_decision(row: DecisionRow) -> None:
+        rows.append(row)
+        if row["t_s"] >= 160:
+            stop.set()
+
+    ctl.on_decision = on_decision
+    ctl.run(stop)
+
+    ts = [r["t_s"] for r in rows]
+    assert ts == [float(t) for t in range(0, 161, 2)]  # one decision per interval, on a grid
+    cross = next(r["t_s"] for r in rows if (r["metric_mean"] or 0) > 0.6 * 1.1)
+    first_up = next(r["t_s"] for r in rows if r["action"] == "scale")
+    assert cross == 20 and first_up - cross <= 2 * 2
+    peak = max(dep.scale_calls, key=lambda c: c[1])[1]
+    assert peak == 8  # 4.8 / 0.6 = 8 replicas
+    # down 20 s (the window) after the last high recommendation, within one more interval
+    last_high = max(r["t_s"] for r in rows if r["t_s"] < 100 and (r["recommended"] or 0) >= 8)
+    first_down = next(r["t_s"] for r in rows if r["t_s"] > 100 and r["action"] == "scale")
+    assert last_high + 20 <= first_down <= last_high + 20 + 2
+    assert dep.desired() == 2
+    for r in rows:  # the log explains each change
+        if r["action"] == "scale":
+            assert r["reason"].split(";")[0] in ("AboveTarget", "BelowTarget")
+            assert r["desired"] != r["current_replicas"]
+    held = [r for r in rows if 100 <= r["t_s"] < first_down and r["recommended"] == 2]
+    assert held and all("ScaleDownStabilized" in r["reason"] for r in held)
+
+
+def test_overrunning_step_skips_ticks_but_stays_on_the_grid() -> None:
+    clock = FakeClock()
+    ctl, _, _, rows = make(clock, 2, 1.3)
+    stop = threading.Event()
+    orig = ctl.step
+
+    def slow_step() -> DecisionRow:
+        row = orig()
+        if row["t_s"] == 2:
+            clock.advance(5)  # this one took 5 s: ticks 4 and 6 are skipped
+        if row["t_s"] >= 12:
+            stop.set()
+        return row
+
+    ctl.step = slow_step  # type: ignore[method-assign]
+    ctl.run(stop)
+    assert [r["t_s"] for r in rows] == [0, 2, 8, 10, 12]
+
+
+def test_run_stops_promptly_on_the_real_clock() -> None:
+    clock = RealClock()
+    spec = AutoscalerSpec(target=0.6, max_replicas=4, interval_s=15)
+    dep = SlowStartDeployer(FakeClock(), 2)
+    src = LoadSource(FakeClock(), lambda _t: 1.2)
+    rows: list[DecisionRow] = []
+    ctl = Controller(dep, src, make_policy(spec), spec, clock, rows.append)
+    stop = threading.Event()
+    th = threading.Thread(target=ctl.run, args=(stop,), daemon=True)
+    th.start()
+    time.sleep(0.3)
+    t = time.monotonic()
+    stop.set()
+    th.join(timeout=5)
+    assert not th.is_alive()
+    assert time.monotonic() - t < 2.0  # waits in short slices, not a whole 15 s interval
+    assert len(rows) == 1
+
+
+# --- wiring ----------------------------------------------------------------------------------
+
+
+class PromDeployer(SlowStartDeployer):
+    def prometheus_url(self) -> str | None:
+        return "http://127.0.0.1:9"
+
+    def instance_of(self, replica: Replica) -> str:
+        return f"127.0.0.1:{8000 + int(replica.id[1:])}"
+
+    def metrics_url_of(self, replica: Replica) -> str:
+        return f"http://{self.instance_of(replica)}/metrics"
+
+
+class ScrapeOnlyDeployer(SlowStartDeployer):
+    def metrics_url_of(self, replica: Replica) -> str:
+        return f"http://127.0.0.1:{8000 + int(replica.id[1:])}/metrics"
+
+
+def _wire(dep: Deployer, **kw: Any) -> Controller:
+    spec = AutoscalerSpec.model_validate({"target": 0.6, "max_replicas": 5} | kw)
+    return build_controller(spec, dep, FakeClock(), 0.0, lambda _r: None)
+
+
+def test_wiring_prefers_prometheus() -> None:
+    ctl = _wire(PromDeployer(FakeClock(), 1))
+    assert isinstance(ctl.source, PrometheusSource)
+    assert "app_utilization" in ctl.source.query and "up == 1" in ctl.source.query
+
+
+def test_wiring_scrapes_without_prometheus() -> None:
+    ctl = _wire(ScrapeOnlyDeployer(FakeClock(), 1), metric="rps")
+    assert isinstance(ctl.source, ScrapeSource)
+    assert ctl.source.rule.kind == "rate"
+
+
+def test_wiring_refuses_what_it_cannot_read() -> None:
+    with pytest.raises(DeployError, match="no way to read"):
+        _wire(SlowStartDeployer(FakeClock(), 1))
+    with pytest.raises(DeployError, match="custom PromQL"):
+        _wire(ScrapeOnlyDeployer(FakeClock(), 1),
+              metric={"promql": "sum by (instance) (app_queue_depth)"})
+
+
+def test_wiring_lets_a_deployer_bring_its_own_source() -> None:
+    class SimDeployer(SlowStartDeployer):
+        def metric_source(self, spec: AutoscalerSpec) -> LoadSource:
+            return LoadSource(self.clock, lambda _t: 1.0)
+
+    ctl = _wire(SimDeployer(FakeClock(), 1))
+    assert isinstance(ctl.source, LoadSource)
