@@ -64,6 +64,7 @@ def test_before_and_after_a_change_with_noise(tmp_path: Path) -> None:
     assert not math.isnan(unchanged["ci_lo"]) and unchanged["n"] == 3
     assert (out / "comparison.csv").exists() and (out / "comparison.html").exists()
     assert "before" in res.text and "after" in res.text
+    assert "[lo, hi] 95% bootstrap CI" in res.text  # not swallowed as rich markup
 
 
 def test_thresholds_become_a_ci_gate(tmp_path: Path) -> None:

@@ -141,3 +141,14 @@ def test_path_traversal_is_refused(server: DashboardServer, results: Path, path:
         link.symlink_to(outside, target_is_directory=True)
     status, _, body = get(server, path)
     assert status == 404, (path, status, body[:200])
+
+
+def test_a_run_without_rows_yet_gets_a_waiting_page(server: DashboardServer,
+                                                    results: Path) -> None:
+    d = results / "starting"
+    d.mkdir()
+    (d / "run.json").write_text(json.dumps({"run_id": "starting", "status": "running"}))
+    (d / "timeseries.csv").write_text("run_id,strategy,trial,t_s\n")
+    status, _, body = get(server, "/run/starting/")
+    assert status == 200 and "no data yet" in body and "http-equiv=refresh" in body
+    assert get(server, "/run/starting/data.json")[0] == 503

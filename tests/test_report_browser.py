@@ -257,15 +257,19 @@ def test_dashboard_server_refreshes_a_running_run(browser: str, results: Path) -
             assert all(before[p] > 0 for p in PANELS), before
             # the run keeps writing: 20 more seconds arrive, the page picks them up in place
             ts = results / "running" / "timeseries.csv"
-            lines = ts.read_text().splitlines()
+            last = [x for x in ts.read_text().splitlines()
+                    if x.startswith("running,manual,1,")][-1]
             extra = [re.sub(r"^(running,manual,1,)(\d+)",
-                            lambda m, k=k: f"{m.group(1)}{60 + k}", lines[-1])
-                     for k in range(20)]
+                            lambda m, k=k: f"{m.group(1)}{60 + k}", last) for k in range(20)]
+            assert extra[-1].startswith("running,manual,1,79,")
             with ts.open("a") as fh:
                 fh.write("\n".join(extra) + "\n")
             cdp.wait_for("+document.body.dataset.refreshes >= 1")
             cdp.wait_for(f"+document.querySelector('[data-panel=rate]').dataset.points > "
                          f"{before['rate']}")
+            # the time axis grew to the new seconds
+            assert cdp.eval("window.__harness.data().series.manual['1'].t.length") == 65 + 20
+            assert cdp.eval("Math.max(...window.__harness.fullRange())") == 80
             cdp.screenshot(ARTIFACTS / "dashboard-live.png")
             assert cdp.eval("document.body.dataset.jsErrors") == "0"
             assert cdp.errors() == []

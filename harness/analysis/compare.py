@@ -75,6 +75,8 @@ def format_value(metric: str, x: float) -> str:
         return f"{x:,.0f}"
     if unit == "%":
         return f"{x:.1f}%"
+    if unit == "s":
+        return f"{x:.1f}" if abs(x) < 1000 else f"{x:,.0f}"
     return f"{x:.2f}" if abs(x) < 100 else f"{x:,.1f}"
 
 
@@ -199,13 +201,15 @@ def _legend() -> str:
 
 def render_terminal(res: CompareResult, width: int = 160) -> str:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title="harness compare", caption=_legend(), show_lines=False)
+    # escape(): "[lo, hi]" and user-chosen names must not be read as rich markup
+    t = Table(title="harness compare", caption=escape(_legend()), show_lines=False)
     t.add_column("metric", style="bold")
     for run, strat in res.entities:
-        t.add_column(f"{strat}\n{run}" if len({e[0] for e in res.entities}) > 1 else strat,
-                     justify="right")
+        t.add_column(escape(f"{strat}\n{run}" if len({e[0] for e in res.entities}) > 1
+                            else strat), justify="right")
     for metric in dict.fromkeys(res.table["metric"]):
         rows = res.table[res.table["metric"] == metric]
         label, unit, _ = metric_info(metric)
@@ -218,7 +222,8 @@ def render_terminal(res: CompareResult, width: int = 160) -> str:
             r0 = r.iloc[0]
             d = _delta(r0)
             colour = _colour(r0)
-            cells.append(_cell(r0) + (f"\n[{colour}]Δ {d}[/{colour}]" if d else ""))
+            cells.append(escape(_cell(r0)) + (f"\n[{colour}]Δ {escape(d)}[/{colour}]" if d
+                                              else ""))
         t.add_row(f"{label}" + (f" ({unit})" if unit and unit != "%" else ""), *cells)
     buf = io.StringIO()
     Console(file=buf, width=width, force_terminal=True, color_system="standard").print(t)

@@ -40,9 +40,11 @@ def count_at_or_below(h: Histogram, threshold_ms: float) -> int:
     return sum(c for i, c in h.counts.items() if bucket_value_ms(i) <= threshold_ms)
 
 
-def window_latency(ts: pd.DataFrame) -> WindowLatency:
-    """p50/p95/p99/max over the rows of `ts` (one trial's seconds, any window)."""
-    hists = decode_all(ts["latency_hist"]) if "latency_hist" in ts.columns else []
+def window_latency(ts: pd.DataFrame, hists: list[Histogram] | None = None) -> WindowLatency:
+    """p50/p95/p99/max over the rows of `ts` (one trial's seconds, any window);
+    `hists`: the rows' decoded histograms when the caller has them already."""
+    if hists is None:
+        hists = decode_all(ts["latency_hist"]) if "latency_hist" in ts.columns else []
     h = merged(hists)
     if h.total > 0:
         return WindowLatency(_f(h.percentile(50)), _f(h.percentile(95)),
@@ -71,7 +73,8 @@ def _weighted_percentile(x: np.ndarray, w: np.ndarray, q: float) -> float:
     return float(x[order][min(idx, len(x) - 1)])
 
 
-def good_requests(ts: pd.DataFrame, threshold_ms: float) -> float:
+def good_requests(ts: pd.DataFrame, threshold_ms: float,
+                  hists: list[Histogram] | None = None) -> float:
     """Successful requests with latency ≤ threshold_ms (goodput numerator).
 
     Per second: ok × (share of that second's histogram at or below the threshold). The
@@ -81,13 +84,14 @@ def good_requests(ts: pd.DataFrame, threshold_ms: float) -> float:
     p95 is within the threshold and none otherwise (a coarse fallback).
     """
     ok = ts["ok_rps"].fillna(0).to_numpy(dtype=float)
-    cells = ts["latency_hist"] if "latency_hist" in ts.columns else [None] * len(ts)
+    if hists is None:
+        hists = decode_all(ts["latency_hist"] if "latency_hist" in ts.columns
+                           else [None] * len(ts))
     p95 = ts["p95_ms"].to_numpy(dtype=float)
     total = 0.0
-    for i, cell in enumerate(cells):
+    for i, h in enumerate(hists):
         if ok[i] <= 0:
             continue
-        h = Histogram.decode(cell if isinstance(cell, str) else None)
         if h.total > 0:
             total += ok[i] * count_at_or_below(h, threshold_ms) / h.total
         elif not math.isnan(p95[i]) and p95[i] <= threshold_ms:

@@ -30,7 +30,7 @@ import pandas as pd
 from harness.analysis.aggregate import aggregate
 from harness.analysis.disturbances import Disturbance, find_disturbances
 from harness.analysis.elasticity import ELASTICITY_KEYS, demand_replicas, elasticity_metrics
-from harness.analysis.latency import good_requests, window_latency
+from harness.analysis.latency import decode_all, good_requests, window_latency
 from harness.analysis.recovery import recovery_time
 from harness.analysis.rundata import RunData, SloSpec, capacity_of, load_run, trial_frames
 from harness.analysis.slo import measured, slo_table, violation_seconds
@@ -140,7 +140,8 @@ def summarize_trial(ts: pd.DataFrame, events: pd.DataFrame, *, slo: SloSpec,
     m = measured(ts)
     ok, failed = _sum(m["ok_rps"]), _sum(m["failed_rps"])
     requests = ok + failed
-    lat = window_latency(m)
+    hists = decode_all(m["latency_hist"])
+    lat = window_latency(m, hists)
     running = m["replicas_running"] if m["replicas_running"].notna().any() \
         else m["replicas_ready"]
     replica_s = _sum(running)
@@ -158,7 +159,7 @@ def summarize_trial(ts: pd.DataFrame, events: pd.DataFrame, *, slo: SloSpec,
         "offered_requests": round(_sum(m["offered_rps"])),
         "sent_requests": round(_sum(m["sent_rps"])),
         "dropped_requests": round(_sum(m["dropped_rps"])),
-        "goodput_rps": good_requests(m, slo.p95_ms) / end_s if end_s else math.nan,
+        "goodput_rps": good_requests(m, slo.p95_ms, hists) / end_s if end_s else math.nan,
         "p50_ms": lat.p50_ms, "max_ms": lat.max_ms, "latency_source": lat.source,
         "requests_per_replica_s": ok / replica_s if replica_s > 0 else math.nan,
         "replicas_max": float(running.max()) if running.notna().any() else math.nan,

@@ -554,6 +554,8 @@
     body.setAttribute("data-render-state", "failed");
   }
   window.addEventListener("resize", drawAll);
+  // for tests and the curious: the data and view state behind the page
+  window.__harness = { data: function () { return DATA; }, fullRange: fullRange, state: state };
   if (DATA.live && DATA.live.url && DATA.run.status === "running") {
     body.setAttribute("data-refreshes", "0");
     state.timer = window.setInterval(poll, DATA.live.interval_ms || 3000);
