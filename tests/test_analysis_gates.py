@@ -60,7 +60,11 @@ def test_parse_errors_are_clear(text: str, message: str) -> None:
 SUMMARY = pd.DataFrame({
     "run_id": "r", "strategy": ["manual", "autoscale", "autoscale"], "trial": [1, 1, 2],
     "p95_ms": [900.0, 200.0, 260.0], "error_rate": [0.2, 0.01, 0.02],
-    "recovery_s": [math.nan, 10.0, 20.0], "recovery_s_spike_t30": [math.nan, 10.0, 20.0],
+    "recovery_s": [math.nan, 10.0, 20.0], "recovered": [0, 1, 1],
+    "recovery_s_spike_t30": [math.nan, 10.0, 20.0], "recovered_spike_t30": [0, 1, 1],
+    # the crash hit only autoscale's first trial (e.g. a fault limited by strategy)
+    "recovery_s_crash_t95": [math.nan, 1.0, math.nan],
+    "recovered_crash_t95": [math.nan, 1, math.nan],
 })
 
 
@@ -85,9 +89,15 @@ def test_not_recovered_fails_a_recovery_gate_never_passes_as_zero() -> None:
     assert not res.ok
 
 
+def test_a_disturbance_that_did_not_happen_is_named_as_such() -> None:
+    res = evaluate_thresholds(["autoscale.recovery_s_crash_t95 < 5"], SUMMARY)
+    assert res.failed == ["✗ autoscale.recovery_s_crash_t95 < 5: no disturbance in 1 of 2 "
+                          "trial(s)"]
+
+
 def test_metric_missing_from_this_run_is_an_error() -> None:
-    with pytest.raises(ScenarioError, match="recovery_s_crash_t95"):
-        evaluate_thresholds(["recovery_s_crash_t95 < 5"], SUMMARY)
+    with pytest.raises(ScenarioError, match="recovery_s_kill_t50"):
+        evaluate_thresholds(["recovery_s_kill_t50 < 5"], SUMMARY)
 
 
 # ---------- calibrate (pure part) ----------

@@ -92,3 +92,22 @@ def test_bad_input(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(UsageError, match="no timeseries"):
         compare([tmp_path / "empty"])
+
+
+def test_recovery_cells_tell_not_recovered_from_did_not_happen(tmp_path: Path) -> None:
+    cut = make_synthetic_run(tmp_path, run_id="cut", duration_s=60, trials=2)
+    res = compare([cut])
+    t = res.table
+    spike = t[t["metric"] == "recovery_s_spike_t30"].set_index("strategy")
+    assert spike.loc["manual", "text"] == "not recovered"
+    assert spike.loc["manual", "n_not_recovered"] == 2
+    assert spike.loc["autoscale", "text"] == "7.0"
+    # drop the crash from one strategy's events: "–" (did not happen), not "not recovered"
+    full = make_synthetic_run(tmp_path, run_id="partial")
+    events = (full / "events.csv").read_text().splitlines()
+    kept = [x for x in events if not (",manual," in x and ",fault," in x)]
+    (full / "events.csv").write_text("\n".join(kept) + "\n")
+    t2 = compare([full]).table
+    crash = t2[t2["metric"] == "recovery_s_crash_t95"].set_index("strategy")
+    assert crash.loc["manual", "text"] == "–" and crash.loc["manual", "n_happened"] == 0
+    assert crash.loc["compose", "text"] == "0.0"

@@ -80,6 +80,42 @@ def format_value(metric: str, x: float) -> str:
     return f"{x:.2f}" if abs(x) < 100 else f"{x:,.1f}"
 
 
+def recovered_metric(metric: str) -> str | None:
+    """The 0/1 `recovered…` column that tells "not recovered" from "did not happen"."""
+    if metric == "recovery_s":
+        return "recovered"
+    if metric.startswith("recovery_s_"):
+        return "recovered_" + metric.removeprefix("recovery_s_")
+    return None
+
+
+def recovery_counts(recovered: pd.Series | None) -> tuple[int | None, int | None]:
+    """(trials in which the disturbance happened, trials that did not recover) from the
+    aggregate row of a `recovered…` metric (mean = share recovered); (None, None) when
+    unknown."""
+    if recovered is None:
+        return None, None
+    happened = int(recovered["n_valid"])
+    return happened, happened - round(float(recovered["mean"]) * happened) if happened else 0
+
+
+def cell_text(metric: str, agg: pd.Series, recovered: pd.Series | None = None) -> str:
+    """"mean [lo, hi]" for a metric's aggregate row; recovery times say "not recovered"
+    (every trial), "(k/n not recovered)" (some) or "–" (the disturbance did not happen)."""
+    happened, not_rec = recovery_counts(recovered)
+    if happened == 0:
+        return "–"
+    if agg["n_valid"] == 0:
+        return "not recovered" if metric.startswith("recovery_s") else "–"
+    s = format_value(metric, agg["mean"])
+    lo, hi = format_value(metric, agg["ci_lo"]), format_value(metric, agg["ci_hi"])
+    if not math.isnan(agg["ci_lo"]) and (lo != s or hi != s):  # a zero-width CI says nothing
+        s += f" [{lo}, {hi}]"
+    if not_rec:
+        s += f" ({not_rec}/{happened} not recovered)"
+    return s
+
+
 @dataclass
 class CompareResult:
     table: pd.DataFrame  # long form, one row per metric × entity (comparison.csv)
@@ -103,8 +139,8 @@ class CompareResult:
 
 
 COMPARE_COLUMNS = ("metric", "run", "strategy", "n", "n_valid", "n_missing", "mean",
-                   "ci_lo", "ci_hi", "baseline", "delta", "delta_pct", "significant",
-                   "better")
+                   "ci_lo", "ci_hi", "n_happened", "n_not_recovered", "baseline", "delta",
+                   "delta_pct", "significant", "better", "text")
 
 
 def _overlap(a: pd.Series, b: pd.Series) -> bool | None:
@@ -144,11 +180,15 @@ def build_table(aggs: pd.DataFrame, entities: list[tuple[str, str]], metrics: li
             if key not in idx.index:
                 continue
             a = idx.loc[key]
+            rm = recovered_metric(metric)
+            rec = idx.loc[(e[0], e[1], rm)] if rm and (e[0], e[1], rm) in idx.index else None
+            happened, not_rec = recovery_counts(rec)
             row = {"metric": metric, "run": e[0], "strategy": e[1], "n": int(a["n"]),
                    "n_valid": int(a["n_valid"]), "n_missing": int(a["n_missing"]),
                    "mean": a["mean"], "ci_lo": a["ci_lo"], "ci_hi": a["ci_hi"],
+                   "n_happened": happened, "n_not_recovered": not_rec,
                    "baseline": "", "delta": math.nan, "delta_pct": math.nan,
-                   "significant": None, "better": None}
+                   "significant": None, "better": None, "text": cell_text(metric, a, rec)}
             b = baselines.get(e)
             bkey = (b[0], b[1], metric) if b else None
             if bkey is not None and bkey in idx.index:
@@ -167,16 +207,7 @@ def build_table(aggs: pd.DataFrame, entities: list[tuple[str, str]], metrics: li
 
 
 def _cell(r: pd.Series) -> str:
-    m = r["metric"]
-    if r["n_valid"] == 0:
-        return "not recovered" if m.startswith("recovery_s") else "–"
-    s = format_value(m, r["mean"])
-    lo, hi = format_value(m, r["ci_lo"]), format_value(m, r["ci_hi"])
-    if not math.isnan(r["ci_lo"]) and (lo != s or hi != s):  # a zero-width CI says nothing
-        s += f" [{lo}, {hi}]"
-    if r["n_missing"] and m.startswith("recovery_s"):
-        s += f" ({r['n_missing']}/{r['n']} not recovered)"
-    return s
+    return str(r["text"])
 
 
 def _delta(r: pd.Series) -> str:

@@ -103,6 +103,26 @@ class GateResult:
                              + "; ".join(self.failed))
 
 
+def _why_missing(metric: str, rows: pd.DataFrame, vals: pd.Series) -> str:
+    """Why a gate has no number: not recovered, the disturbance did not happen, or no value."""
+    n = len(vals)
+    rec_col = ("recovered" if metric == "recovery_s" else
+               "recovered_" + metric.removeprefix("recovery_s_")
+               if metric.startswith("recovery_s_") else None)
+    if rec_col and rec_col in rows.columns:
+        rec = pd.to_numeric(rows[rec_col], errors="coerce")
+        not_rec = int((rec == 0).sum())
+        absent = int(rec.isna().sum())
+        parts = []
+        if not_rec:
+            parts.append(f"not recovered in {not_rec} of {n} trial(s)")
+        if absent:
+            parts.append(f"no disturbance in {absent} of {n} trial(s)")
+        if parts:
+            return "; ".join(parts)
+    return f"no value in {int(vals.isna().sum())} of {n} trial(s)"
+
+
 def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
@@ -135,9 +155,7 @@ def evaluate_thresholds(thresholds: Sequence[str | Threshold], summary: pd.DataF
             vals = pd.to_numeric(rows[th.metric], errors="coerce")
             n, missing = len(vals), int(vals.isna().sum())
             if missing:
-                why = ("not recovered" if th.metric.startswith("recovery_s")
-                       else "no value")
-                result.failed.append(f"✗ {head}: {why} in {missing} of {n} trial(s)")
+                result.failed.append(f"✗ {head}: {_why_missing(th.metric, rows, vals)}")
                 continue
             x = float(vals.mean())
             what = _fmt(x) if n == 1 else f"{_fmt(x)} (mean of {n} trials)"

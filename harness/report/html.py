@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis.aggregate import aggregate
-from harness.analysis.compare import format_value, metric_info
+from harness.analysis.compare import cell_text, metric_info, recovered_metric
 from harness.analysis.disturbances import load_regions
 from harness.analysis.elasticity import demand_replicas
 from harness.analysis.latency import per_second_percentile
@@ -88,7 +88,8 @@ def _summary_table(summary: RunSummary, strategies: list[str], colors: dict[str,
     trials = summary.trials
     per_dist = [c for c in trials.columns if c.startswith("recovery_s_")]
     metrics = [m for m in TABLE_METRICS if m in trials.columns] + per_dist
-    agg = aggregate(trials, metrics, seed=seed) if len(trials) else pd.DataFrame()
+    rec_cols = [c for c in (recovered_metric(m) for m in metrics) if c and c in trials.columns]
+    agg = aggregate(trials, metrics + rec_cols, seed=seed) if len(trials) else pd.DataFrame()
     cols = []
     for m in metrics:
         label, unit, _ = metric_info(m)
@@ -101,17 +102,9 @@ def _summary_table(summary: RunSummary, strategies: list[str], colors: dict[str,
             if a.empty:
                 cells.append("–")
                 continue
-            r = a.iloc[0]
-            if r["n_valid"] == 0:
-                cells.append("not recovered" if m.startswith("recovery_s") else "–")
-                continue
-            txt = format_value(m, r["mean"])
-            lo, hi = format_value(m, r["ci_lo"]), format_value(m, r["ci_hi"])
-            if not math.isnan(r["ci_lo"]) and (lo != txt or hi != txt):
-                txt += f" [{lo}, {hi}]"
-            if r["n_missing"] and m.startswith("recovery_s"):
-                txt += f" ({int(r['n_missing'])}/{int(r['n'])} not recovered)"
-            cells.append(txt)
+            rm = recovered_metric(m)
+            rec = agg[(agg["strategy"] == s) & (agg["metric"] == rm)] if rm else agg.iloc[:0]
+            cells.append(cell_text(m, a.iloc[0], rec.iloc[0] if len(rec) else None))
         n = len(trials[trials["strategy"] == s])
         rows.append({"strategy": s, "color": colors[s], "trials": n, "cells": cells})
     return {"columns": cols, "metrics": metrics, "rows": rows,
