@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -14,9 +15,15 @@ from harness.analysis.calibrate import (
     next_probe,
 )
 from harness.analysis.rundata import SloSpec
-from harness.analysis.thresholds import evaluate_thresholds, parse_threshold, parse_thresholds
+from harness.analysis.thresholds import (
+    evaluate_thresholds,
+    gate_run,
+    parse_threshold,
+    parse_thresholds,
+)
 from harness.errors import GateFailed, ScenarioError
 from harness.record.histogram import Histogram
+from tests.synthetic_run import make_synthetic_run
 
 # ---------- parsing ----------
 
@@ -172,3 +179,12 @@ def test_measurement_from_seconds_merges_histograms() -> None:
     r = measurement_from_seconds(ts, 50.0, skip_s=1)  # the first second is settling
     assert r.seconds == 3 and r.error_rate == 0.0 and r.served_rps == 50.0
     assert r.p95_ms == pytest.approx(100.0, rel=0.01)
+
+
+def test_gate_run_over_a_run_folder(tmp_path: Path) -> None:
+    run = make_synthetic_run(tmp_path, thresholds=["autoscale.recovery_s < 30",
+                                                   "compose.recovery_s < 30"])
+    res = gate_run(run)
+    assert res.passed == ["✓ autoscale.recovery_s < 30: 6.99"]
+    assert res.failed == ["✗ compose.recovery_s < 30: 39.99"]
+    assert gate_run(make_synthetic_run(tmp_path, run_id="nogates")).ok

@@ -23,6 +23,7 @@ import operator
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 
@@ -164,3 +165,16 @@ def evaluate_thresholds(thresholds: Sequence[str | Threshold], summary: pd.DataF
             else:
                 result.failed.append(f"✗ {head}: {what}")
     return result
+
+
+def gate_run(run_dir: str | Path) -> GateResult:
+    """The scenario's thresholds over one run folder (for `harness run`'s exit code):
+    `gate_run(dir).raise_if_failed()` raises GateFailed (exit 1) when one fails."""
+    from harness.analysis.rundata import load_run
+    from harness.analysis.summary import summarize_run
+
+    data = load_run(run_dir)
+    thresholds = data.scenario.get("thresholds") or []
+    if not thresholds:
+        return GateResult()
+    return evaluate_thresholds(thresholds, summarize_run(data).trials)
