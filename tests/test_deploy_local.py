@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.autoscale.source import PrometheusTargets, ScrapeTargets
 from harness.clock import RealClock
 from harness.deploy.base import (
     AppSpec,
@@ -249,6 +250,7 @@ def figure(name: str, value: float) -> None:
 def test_kind_end_to_end(kind: str, make: Callable[..., tuple[LocalDeployer, Recorder]]) -> None:
     d, rec = make(kind, restart_delay_s=1.0)
     assert isinstance(d, Deployer) and isinstance(d, FaultTarget)
+    assert isinstance(d, PrometheusTargets) and isinstance(d, ScrapeTargets)
     t0 = time.monotonic()
     d.deploy()
     figure(f"{kind} deploy 3 replicas (LB + Prometheus ready)", time.monotonic() - t0)
@@ -271,12 +273,12 @@ def test_kind_end_to_end(kind: str, make: Callable[..., tuple[LocalDeployer, Rec
     # scale 5: new replicas ready and receiving traffic through HAProxy within 3 s
     t0 = time.monotonic()
     d.scale(5)
-    wait_for(lambda: len(d.lb_ready_replicas()) == 5, LB_FOLLOW_S)
+    in_lb = wait_for(lambda: len(d.lb_ready_replicas()) == 5, LB_FOLLOW_S)
     seen, failed = replicas_serving(d, 40)
     took = time.monotonic() - t0
     assert len(seen) == 5 and failed == 0
-    assert took < LB_FOLLOW_S + 2.0  # + the 40 requests' own time on a busy machine
-    figure(f"{kind} scale-up 2→5 (command → all 5 answering through HAProxy)", took)
+    figure(f"{kind} scale-up 2→5 (command → all 5 UP in HAProxy)", in_lb)
+    figure(f"{kind} scale-up 2→5 (command → 40 requests answered by all 5)", took)
 
     # Prometheus scrapes every running replica, labelled with its replica id
     running = ids_in(d, ReplicaState.READY)
