@@ -74,10 +74,17 @@ def validate(scenario: Path, as_json: bool) -> None:
     """
     import yaml
 
+    from harness.analysis.thresholds import parse_thresholds
+    from harness.errors import ScenarioError
     from harness.scenario.loader import load_scenario
 
     loaded = load_scenario(scenario)
-    data = loaded.scenario.model_dump(mode="json")
+    sc = loaded.scenario
+    try:
+        parse_thresholds(sc.thresholds, [s.name for s in sc.strategies])
+    except ScenarioError as e:
+        raise ScenarioError(e.detail, file=str(scenario), key=e.key or "thresholds") from None
+    data = sc.model_dump(mode="json")
     if as_json:
         click.echo(json.dumps(data, indent=2))
     else:
@@ -128,7 +135,8 @@ def compare(run_dirs: tuple[Path, ...], out: Path | None) -> None:
     """
     from harness.analysis.compare import compare as do_compare
 
-    do_compare(list(run_dirs), out_dir=out, echo=click.echo)
+    result = do_compare(list(run_dirs), out_dir=out, echo=click.echo)
+    result.raise_for_gates()
 
 
 @cli.command()

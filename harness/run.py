@@ -235,22 +235,21 @@ def _finish(run_dir: Path, loaded: LoadedScenario, results: list[TrialResult],
     """Summary table, report and threshold gates after the trials."""
     _print_summary(results, echo)
     code = 0
-    try:
-        from harness.analysis.summary import write_summary
-        write_summary(run_dir)
-        from harness.report.html import write_report
-        echo(f"report: {write_report(run_dir)}")
-    except ImportError:
-        pass
+    from harness.report.html import write_report
+
+    # write_report writes summary.csv too: the page and the table come from one computation
+    echo(f"report: {write_report(run_dir)}")
     if loaded.scenario.thresholds:
+        from harness.analysis.thresholds import gate_run
+
+        gates = gate_run(run_dir)
+        for line in gates.lines():
+            echo(line)
         try:
-            from harness.analysis.thresholds import gate_run
-            gate_run(run_dir, echo=echo)
+            gates.raise_if_failed()
         except GateFailed as e:
             echo(f"threshold failed: {e}")
             code = e.exit_code
-        except ImportError:
-            pass
     return code
 
 
