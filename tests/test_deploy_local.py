@@ -32,7 +32,7 @@ from harness.deploy.base import (
     FaultTarget,
     ReplicaState,
 )
-from harness.deploy.local import LocalDeployer
+from harness.deploy.local import OPTIONS, LocalDeployer, factory
 from harness.deploy.local_haproxy import HAProxyConfig, render_config
 from harness.deploy.local_policy import (
     ExitDecision,
@@ -398,3 +398,39 @@ def test_missing_haproxy_is_a_prerequisite_error(
     with pytest.raises(PrerequisiteError, match="HAProxy"):
         d.deploy()
     assert d.pids() == []
+
+
+def test_factory_for_the_registry() -> None:
+    spec = DeploySpec(run_id="r", trial_id="t-1", app=AppSpec(), replicas=2)
+    d = factory("orchestrated")(spec=spec, on_event=lambda e: None, clock=RealClock(),
+                                restart_delay_s=2.5)
+    assert isinstance(d, LocalDeployer) and d.kind == "orchestrated"
+    assert d.restart_delay_s == 2.5 and d.desired() == 2
+    assert "restart_delay_s" in OPTIONS and "client" not in OPTIONS
+    with pytest.raises(DeployError, match="unknown strategy kind"):
+        LocalDeployer(spec, "swarm", lambda e: None, RealClock())
+    d.teardown()  # before deploy: a no-op
+
+
+ATEXIT_CHILD = """
+import json, sys
+from harness.clock import RealClock
+from harness.deploy.base import AppSpec, DeploySpec
+from harness.deploy.local import LocalDeployer
+spec = DeploySpec(run_id="atexit", trial_id="compose-atexit", app=AppSpec(), replicas=2)
+d = LocalDeployer(spec, "compose", lambda e: None, RealClock(), workdir=sys.argv[1])
+d.deploy()
+print(json.dumps({"pids": d.pids(), "root": str(d.root)}), flush=True)
+# no teardown: the atexit hook must end everything
+"""
+
+
+@needs_haproxy
+def test_atexit_safety_net(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-c", ATEXIT_CHILD, str(tmp_path)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(info["pids"]) >= 3  # HAProxy + 2 replicas (+ Prometheus)
+    assert [p for p in info["pids"] if pid_alive(p)] == []
+    assert not Path(info["root"]).exists()

@@ -44,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -698,3 +699,22 @@ class LocalDeployer:
                         if r.slot in force:
                             r.force_up = True
                 self.last_sync_error = f"{type(e).__name__}: {e}"
+
+
+# Options `factory(kind)` forwards to LocalDeployer (for `registry.register`'s allow-list).
+OPTIONS: tuple[str, ...] = (
+    "restart_delay_s", "haproxy_bin", "prometheus_bin", "workdir", "use_prometheus",
+    "max_replicas", "deploy_timeout_s", "balance", "server_timeout_s", "keep_workdir",
+    "emit_replica_events")
+
+
+def factory(kind: str) -> Callable[..., LocalDeployer]:
+    """A registry factory for ("local", kind):
+    `for k in KINDS: registry.register("local", k, factory(k), OPTIONS)`."""
+
+    def make(*, spec: DeploySpec, on_event: EventSink, clock: Clock,
+             **options: Any) -> LocalDeployer:
+        return LocalDeployer(spec, kind, on_event, clock, **options)
+
+    make.__name__ = f"local_{kind}"
+    return make
