@@ -60,7 +60,8 @@ def test_counter_increase(values: list[float], expected: float) -> None:
 
 def test_presets_and_windows() -> None:
     spec = AutoscalerSpec(target=5, max_replicas=4, metric="rps", window_s=10)
-    assert m.promql_for(spec) == "sum by (instance) (rate(app_requests_total[10s]))"
+    assert m.promql_for(spec) == \
+        'sum by (instance) (rate(app_requests_total{path="/work"}[10s]))'
     assert m.window_text(2.5) == "2500ms"
     custom = AutoscalerSpec(target=5, max_replicas=4,
                             metric={"promql": "max by (instance) (app_queue_depth)"})
@@ -76,6 +77,7 @@ app_utilization {util}
 # TYPE app_requests_total counter
 app_requests_total{{code="200",path="/work"}} {ok}
 app_requests_total{{code="503",path="/work"}} {failed}
+app_requests_total{{code="200",path="/healthz"}} {health}
 # TYPE app_request_duration_seconds histogram
 app_request_duration_seconds_bucket{{le="0.1"}} {b1}
 app_request_duration_seconds_bucket{{le="0.2"}} {b2}
@@ -92,8 +94,8 @@ class Pages:
         self.pages: dict[str, str | Exception] = {}
 
     def set(self, rid: str, **kw: float) -> None:
-        self.pages[rid] = PAGE.format(**({"util": 0, "ok": 0, "failed": 0, "b1": 0, "b2": 0}
-                                         | kw))
+        self.pages[rid] = PAGE.format(**({"util": 0, "ok": 0, "failed": 0, "b1": 0, "b2": 0,
+                                          "health": 0} | kw))
 
     def get(self, url: str, timeout_s: float) -> str:
         page = self.pages[url.split("/")[2]]
@@ -114,11 +116,11 @@ def _scrape(rule: ScrapeRule, pages: Pages, clock: FakeClock, window_s: float = 
 
 def test_scrape_rate_needs_two_samples_and_survives_a_restart() -> None:
     clock, pages = FakeClock(), Pages()
-    src = _scrape(ScrapeRule(kind="rate", metric="app_requests_total"), pages, clock)
-    pages.set("a", ok=100, failed=10)
+    src = _scrape(m.PRESETS["rps"].scrape, pages, clock)
+    pages.set("a", ok=100, failed=10, health=50)
     assert src.sample(_reps("a")) == {"a": None}  # first sample: no rate yet
     clock.advance(2)
-    pages.set("a", ok=110, failed=20)  # +20 in 2 s, both codes summed
+    pages.set("a", ok=110, failed=20, health=60)  # +20 /work in 2 s, both codes; not /healthz
     assert src.sample(_reps("a")) == {"a": pytest.approx(10.0)}
     clock.advance(2)
     pages.set("a", ok=4, failed=0)  # the replica restarted: counted from 0

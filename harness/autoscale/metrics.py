@@ -7,8 +7,9 @@ where there is no server. Both compute the same quantity over the same window.
 
 The sample app exposes app_requests_total{code,path}, app_request_duration_seconds
 (histogram), app_in_flight, app_queue_depth, app_capacity_workers, app_service_ms,
-app_ready, app_utilization (= in-flight / worker slots) and prometheus_client's process
-metrics.
+app_ready, app_utilization (= in-flight / worker slots, read at scrape time, hence averaged
+over the window) and prometheus_client's process metrics. app_requests_total counts every
+route (health checks and scrapes too); the latency histogram only served /work requests.
 """
 
 from __future__ import annotations
@@ -42,9 +43,10 @@ PRESETS: dict[str, Preset] = {
                    scale=1000.0),
         "95th percentile request latency per replica, ms (no traffic → missing)"),
     "rps": Preset(
-        "sum by (instance) (rate(app_requests_total[{window}]))",
-        ScrapeRule(kind="rate", metric="app_requests_total"),
-        "requests per second per replica"),
+        # /work only: health checks and scrapes would add a few requests per second
+        'sum by (instance) (rate(app_requests_total{path="/work"}[{window}]))',
+        ScrapeRule(kind="rate", metric="app_requests_total", labels={"path": "/work"}),
+        "/work requests per second per replica (served and rejected)"),
     "utilization": Preset(
         "max by (instance) (avg_over_time(app_utilization[{window}]))",
         ScrapeRule(kind="gauge", metric="app_utilization"),
