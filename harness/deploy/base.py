@@ -34,6 +34,13 @@ class Replica:
     name: str
     state: ReplicaState
     restarts: int = 0
+    # Optional details a platform may know (None where it does not). Wall-clock times
+    # (epoch seconds) come from the platform itself (e.g. Docker's State.StartedAt), so
+    # they do not depend on how often someone polls.
+    started_at: float | None = None  # the current (re)start
+    ready_at: float | None = None  # first readiness success after started_at
+    exit_code: int | None = None  # of the last exit, when EXITED
+    address: str | None = None  # "ip:port" inside the trial's network (never used from the host)
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,9 @@ class DeployEvent:
     kind: str
     replica: str = ""
     detail: str = ""
+    # when it happened on the sink's clock (Clock.now() scale), if known better than "now"
+    # (e.g. a Docker timestamp); None: the sink stamps it on arrival
+    at: float | None = None
 
 
 EventSink = Callable[[DeployEvent], None]

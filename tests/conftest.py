@@ -1,0 +1,58 @@
+"""Shared fixtures: a Docker client, unique run ids, and a session-end check that no
+Docker object labelled with one of this session's run ids is left behind."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+_RUN_IDS: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Any:
+    """A client of the local engine; the test is skipped when none answers."""
+    from harness.errors import PrerequisiteError
+    from harness.platform import docker_client as make
+
+    try:
+        return make(timeout_s=30)
+    except PrerequisiteError as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture
+def new_run_id() -> Callable[[str], str]:
+    """new_run_id("compose") → "t-compose-<pid>-<hex>", remembered for the final check."""
+
+    def make(tag: str = "t") -> str:
+        rid = f"t-{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        _RUN_IDS.append(rid)
+        return rid
+
+    return make
+
+
+@pytest.fixture
+def run_id(new_run_id: Callable[[str], str]) -> str:
+    return new_run_id("t")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_labelled_leftovers() -> Iterator[None]:
+    yield
+    if not _RUN_IDS:
+        return
+    from harness.deploy.cleanup import leftovers, sweep
+    from harness.platform import docker_client as make
+
+    client = make(timeout_s=30)
+    left = {rid: leftovers(client, rid) for rid in _RUN_IDS}
+    left = {rid: objs for rid, objs in left.items() if objs}
+    for rid in left:
+        sweep(client, rid)  # do not leak into the next session, whatever happened
+    assert not left, f"labelled Docker objects left after the session: {left}"
