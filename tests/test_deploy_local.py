@@ -311,6 +311,13 @@ def test_kind_end_to_end(kind: str, make: Callable[..., tuple[LocalDeployer, Rec
         if kind == "compose":  # Docker restarts the same container
             assert victim in replicas and replicas[victim].restarts == 1
             assert "replica_restarted" in rec.kinds(victim)
+            # crashed again within 10 s of running: Docker's back-off doubles
+            d.crash(victim)
+            exits = [e.detail for _, e in rec.events
+                     if e.kind == "replica_exited" and e.replica == victim]
+            assert "restart_in_s=0.1" in exits[0] and "restart_in_s=0.2" in exits[1]
+            wait_for(lambda: len(ids_in(d, ReplicaState.READY)) == 2, RECOVER_S)
+            assert {r.id: r.restarts for r in d.replicas()}[victim] == 2
         else:  # Swarm starts a new task with a new id
             assert victim not in replicas
             new = [e for _, e in rec.events if e.kind == "replica_started"
@@ -353,8 +360,11 @@ def test_pause_kill_and_teardown_of_paused(
     for t in threads:
         t.join()
     assert all(rid != a for status, rid in results if status == 200)
-    ok = sum(status == 200 for status, _ in results)
-    assert ok >= len(results) - 6  # only requests caught on the frozen replica fail
+    failed = [status for status, _ in results if status != 200]
+    print(f"\npause: {len(failed)} of {len(results)} requests failed: {sorted(set(failed))}")
+    # Only requests caught on the frozen replica fail, by HAProxy's `timeout server` (504),
+    # until its checks (inter 1 s, timeout 1 s, fall 2) take it out: a handful at most.
+    assert set(failed) <= {504} and len(failed) <= 15
     t_out = wait_for(lambda: a not in d.lb_ready_replicas() and
                      d.lb_ready_replicas() == {b, c}, 6.0)
     figure("paused replica out of HAProxy rotation (after the load burst)", t_out)
