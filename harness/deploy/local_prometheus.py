@@ -5,6 +5,11 @@ file atomically (write + rename, which Prometheus' file watcher sees as one chan
 every replica change, and Prometheus also re-reads it every second. Each target carries a
 `replica` label (the replica id), so a query can be mapped back to replicas either by
 that label or by `instance` (`127.0.0.1:PORT`, see `LocalDeployer.instance_of`).
+
+Prometheus' discovery manager hands target changes to the scrape manager at most every
+5 s (a fixed `updatert` in Prometheus 2.x), so a new replica's first series appears
+~4–6 s after it started — the same lag DESIGN.md measured for DNS discovery on Docker.
+The autoscaler treats a replica without a series as the HPA treats a pod without metrics.
 """
 
 from __future__ import annotations
