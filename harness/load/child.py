@@ -376,8 +376,9 @@ def run_master(spec: LoadSpec, out: Out, parent_pid: int | None) -> int:
             check_all_done()
             return
         if spec.model == "open" and survivors and ctl.t0 is not None and not ctl.stop_requested:
-            # The survivors take over the lost share from the next whole second on.
-            from_t = math.floor(monotonic() - ctl.t0) + 2.0
+            # The survivors take over the lost share from the next whole second (at least
+            # 0.3 s away, for the message to arrive).
+            from_t = float(math.ceil(monotonic() - ctl.t0 + 0.3))
             for i, n in enumerate(survivors):
                 workers[n].index = i
                 runner.send_message("harness_share", {"from_t": from_t, "index": i,
@@ -541,6 +542,9 @@ def run_worker(master_host: str, master_port: int, parent_pid: int | None) -> in
         # master's totals include every request once it has all the "done"s.
         runner._send_stats()
         send("harness_done", {"last": last})
+        # Locust's worker now sends "client_stopped" and then sleeps stop_timeout in its
+        # message loop; the run is over for this worker, so leave shortly after.
+        gevent.spawn_later(0.5, exit_ev.set)
 
     for name, fn in (("harness_spec", on_spec), ("harness_start", on_start),
                      ("harness_share", on_share), ("harness_exit", on_exit)):
