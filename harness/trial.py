@@ -81,10 +81,16 @@ def app_spec(loaded: LoadedScenario) -> AppSpec:
 
 def make_deployer(plat: Platform, strategy: Strategy, spec: DeploySpec,
                   on_event: Callable[[DeployEvent], None], clock: Clock) -> Deployer:
-    from harness.deploy.registry import create
+    from harness.deploy import registry
 
-    return create(plat.name, strategy.kind, spec=spec, on_event=on_event, clock=clock,
-                  client=plat.docker, restart_delay_s=strategy.restart_delay_s)
+    if plat.name == "local" and ("local", strategy.kind) not in registry.DEPLOYERS:
+        from harness.deploy import local
+        for k in ("manual", "compose", "orchestrated"):
+            registry.register("local", k, local.factory(k), local.OPTIONS)
+    extra = {"emit_replica_events": False} if plat.name == "local" else {}
+    return registry.create(plat.name, strategy.kind, spec=spec, on_event=on_event,
+                           clock=clock, client=plat.docker,
+                           restart_delay_s=strategy.restart_delay_s, **extra)
 
 
 def wait_ready(deployer: Deployer, n: int, clock: Clock, stop: threading.Event,
@@ -219,6 +225,11 @@ def run_trial(loaded: LoadedScenario, strategy: Strategy, trial: int, plat: Plat
             for t_abs, ev in pending:
                 write_event(t_abs, ev.kind, ev.replica, ev.detail)
             pending.clear()
+        if lp.warmup_s > 0:
+            recorder.events.write({**key, "t_s": -lp.warmup_s, "kind": "load_stage",
+                                   "replica": "", "detail": f"stage=warmup "
+                                   f"{'rps' if lp.model == 'open' else 'users'}="
+                                   f"{load_spec.warmup_rps:g}"})
         for i, stage in enumerate(lp.stages):
             start = sum(s.duration_s for s in lp.stages[:i])
             rate = stage.rps if stage.rps is not None else stage.users
@@ -294,6 +305,8 @@ class _Progress:
         self.offered = 0.0
 
     def second(self, s: Any, ready: int, desired: int) -> None:
+        if s.t_s < 0:  # warm-up: not part of the measured window
+            return
         self.acc.merge(s.histogram)
         self.ok += s.ok
         self.failed += s.failed
