@@ -3,11 +3,14 @@ implement the real protocols (STYLE.md 8): no sleeping, no processes."""
 
 from __future__ import annotations
 
+import http.client
+import shutil
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pandas as pd
 import pytest
@@ -18,7 +21,7 @@ from harness.autoscale.source import PrometheusSource, ScrapeSource
 from harness.autoscale.spec import AutoscalerSpec
 from harness.autoscale.wiring import build_controller
 from harness.clock import FakeClock, RealClock
-from harness.deploy.base import Deployer, Replica, ReplicaState
+from harness.deploy.base import AppSpec, Deployer, DeploySpec, Replica, ReplicaState
 from harness.errors import DeployError
 from harness.record.schema import DECISIONS, KEY, names
 from harness.record.writer import CsvSink
@@ -380,3 +383,129 @@ def test_wiring_lets_a_deployer_bring_its_own_source() -> None:
 
     ctl = _wire(SimDeployer(FakeClock(), 1))
     assert isinstance(ctl.source, LoadSource)
+
+
+# --- the real thing: local deployer, sample app, HAProxy, Prometheus, a load step ------------
+
+HAPROXY = shutil.which("haproxy")
+PROMETHEUS = shutil.which("prometheus")
+
+
+class StepLoad:
+    """Closed-loop clients on the load balancer: ``clients(t)`` of them busy at time t
+    (seconds on the monotonic clock since start); bounded in time and in requests."""
+
+    def __init__(self, lb_url: str, clients: Callable[[float], int], max_clients: int,
+                 max_s: float, max_requests: int = 20_000) -> None:
+        u = urlsplit(lb_url)
+        self.host, self.port = u.hostname or "127.0.0.1", u.port or 80
+        self.clients, self.t0 = clients, time.monotonic()
+        self.deadline, self.max_requests = self.t0 + max_s, max_requests
+        self.sent = 0
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
+                        for i in range(max_clients)]
+        for th in self.threads:
+            th.start()
+
+    def _run(self, i: int) -> None:
+        while not self.stop.is_set() and time.monotonic() < self.deadline \
+                and self.sent < self.max_requests:
+            if i >= self.clients(time.monotonic() - self.t0):
+                self.stop.wait(0.05)
+                continue
+            self.sent += 1
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=5)
+            try:
+                conn.request("GET", "/work")
+                conn.getresponse().read()
+            except OSError:
+                self.stop.wait(0.05)
+            finally:
+                conn.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        for th in self.threads:
+            th.join(timeout=10)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed")
+@pytest.mark.parametrize("with_prometheus", [True, False], ids=["prometheus", "scrape"])
+def test_real_local_deployer_under_a_load_step(with_prometheus: bool) -> None:
+    """The issue's done-criterion for real: 2 → 8 closed-loop clients at t=8 s and back to 2
+    at t=36 s on replicas of 2 workers × 200 ms (0.5 utilization at 2 clients per 2
+    replicas); interval 2 s, target 0.6, scale-down window 10 s."""
+    if with_prometheus and PROMETHEUS is None:
+        pytest.skip("prometheus is not installed")
+    from harness.deploy.local import LocalDeployer
+
+    clock = RealClock()
+    app = AppSpec(env={"WORKERS": "2", "SERVICE_MS": "200", "SERVICE_DIST": "constant",
+                       "QUEUE_LIMIT": "50", "STARTUP_S": "0.5"})
+    dep = LocalDeployer(DeploySpec(run_id="t-autoscale", trial_id="as-1", app=app, replicas=2),
+                        "orchestrated", lambda _e: None, clock,
+                        use_prometheus=with_prometheus)
+    spec = AutoscalerSpec(target=0.6, min_replicas=2, max_replicas=8, interval_s=2,
+                          window_s=4, behavior={"scale_down": {"stabilization_window_s": 10}})
+    up_at, down_at, end_at = 8.0, 36.0, 66.0
+    rows: list[DecisionRow] = []
+    stop = threading.Event()
+    load: StepLoad | None = None
+    thread: threading.Thread | None = None
+    try:
+        dep.deploy()
+        ctl = build_controller(spec, dep, clock, 0.0, rows.append)
+        assert isinstance(ctl.source, PrometheusSource if with_prometheus else ScrapeSource)
+        # warm-up, as a trial has: every replica has a metric before t=0
+        load = StepLoad(dep.lb_url(), lambda t: 8 if up_at <= t < down_at else 2, 8,
+                        max_s=end_at + 60)
+        ready = [r for r in dep.replicas() if r.state == ReplicaState.READY]
+        deadline = time.monotonic() + 60
+        while any(v is None for v in ctl.source.sample(ready).values()):
+            assert time.monotonic() < deadline, ctl.source.last_error
+            time.sleep(0.5)
+        load.t0 = time.monotonic()  # the load step's clock starts now
+        ctl.t0 = clock.now()
+        thread = threading.Thread(target=ctl.run, args=(stop,), daemon=True)
+        thread.start()
+        while clock.now() - ctl.t0 < end_at:
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        if thread is not None:
+            thread.join(timeout=15)
+        if load is not None:
+            load.close()
+        dep.teardown()
+
+    log = "\n".join(f"{r['t_s']:5.1f} {r['current_replicas']}→{r['desired']} "
+                    f"mean={r['metric_mean']} {r['action']} {r['reason']}" for r in rows)
+    print(f"\n{'prometheus' if with_prometheus else 'scrape'} decision log:\n{log}")
+    ok = [r for r in rows if r["action"] != "error"]
+    assert len(ok) >= len(rows) - 3, log  # new replicas may briefly lack a metric, no more
+    # up: within two intervals of the (controller's) metric crossing target × (1 + tol)
+    cross = next(r["t_s"] for r in rows if (r["metric_mean"] or 0) > 0.6 * 1.1)
+    first_up = next(r["t_s"] for r in rows if r["action"] == "scale")
+    assert up_at <= cross and first_up - cross <= 2 * spec.interval_s, log
+    peak = max(r["desired"] or 0 for r in rows)
+    assert peak >= 5, log  # 8 busy clients / (2 slots × 0.6) ≈ 7 replicas
+    # down: not before the window has passed since the last recommendation at the peak
+    # level, and back at min_replicas before the end
+    downs = [r for r in rows if r["action"] == "scale" and r["desired"] < r["current_replicas"]]
+    assert downs, log
+    first_down = downs[0]
+    last_high = max(r["t_s"] for r in rows if r["t_s"] < first_down["t_s"]
+                    and (r["recommended"] or 0) >= first_down["current_replicas"])
+    assert first_down["t_s"] >= last_high + 10, log
+    # …and not much later than the window after the load dropped: + the metric's 4 s
+    # averaging window + 3 intervals of slack for a busy machine
+    assert first_down["t_s"] <= down_at + 10 + 4 + 3 * spec.interval_s, log
+    assert rows[-1]["desired"] == 2 and rows[-1]["current_replicas"] == 2, log
+    for r in rows:  # every change is explained
+        if r["action"] == "scale":
+            assert r["reason"].split(";")[0] in ("AboveTarget", "BelowTarget"), log
+    print(f"FIGURE metric crossed at {cross:.0f} s, first scale-up at {first_up:.0f} s, peak "
+          f"{peak}, first scale-down at {first_down['t_s']:.0f} s (last high recommendation "
+          f"{last_high:.0f} s), back to 2 by {downs[-1]['t_s']:.0f} s")
