@@ -50,6 +50,7 @@ from locust.env import Environment
 from locust.log import setup_logging
 from locust.shape import LoadTestShape
 
+from harness.load.cpu import CpuSampler
 from harness.load.runner import LoadSpec, free_port
 from harness.load.stats import SaturationDetector, SecondMerger
 from harness.load.users import LoadCore, default_user_class, wrap_user_classes
@@ -404,15 +405,12 @@ def run_master(spec: LoadSpec, out: Out, parent_pid: int | None) -> int:
                     lose(node, f"stalled: no second reported since t={st.last}")
 
     master_det = SaturationDetector()
-    cpu_last = [monotonic(), time.process_time()]
+    master_cpu = CpuSampler()
 
     def add_master_cpu(rec: dict[str, Any]) -> None:
-        now, cpu = monotonic(), time.process_time()
-        wall = now - cpu_last[0]
-        pct = 100.0 * (cpu - cpu_last[1]) / wall if wall > 0.05 else 0.0
-        cpu_last[:] = [now, cpu]
+        pct, busy = master_cpu.sample()
         warned, dummy.locust_warned = dummy.locust_warned, False
-        sat = master_det.update(pct, 0.0, warned)
+        sat = master_det.update(busy, 0.0, warned)
         if sat and master_det.reason and not getattr(master_det, "_reported", False):
             master_det._reported = True  # type: ignore[attr-defined]
             out.event("loadgen_saturated", f"master pid {os.getpid()}: {master_det.reason}")

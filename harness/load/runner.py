@@ -84,6 +84,9 @@ class LoadSpec:
     arrival: Literal["uniform", "poisson"] = "uniform"
     start_timeout_s: float = START_TIMEOUT_S
     log_path: str | None = None  # the child's log; default: a file in a temp folder
+    # Validation aid: every load process writes each request's latency (ms, one a line)
+    # to raw-<pid>.txt in this folder when it finishes. Costs memory: tests only.
+    raw_latencies_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.model not in ("open", "closed"):

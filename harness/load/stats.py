@@ -214,11 +214,12 @@ def to_second_stats(rec: Mapping[str, Any], offered: float | None,
 
 
 class SaturationDetector:
-    """Is this load process saturated? Fed once per second with its CPU (% of one core),
+    """Is this load process saturated? Fed once per second with how busy it was (% of
+    one core: running, or runnable but waiting for a core — see ``harness.load.cpu``),
     the worst lateness of its event loop, and whether Locust's own CPU warning fired.
 
-    Saturated in a second when the CPU (or the lag) was over the threshold for
-    ``streak_s`` seconds in a row ending with it, or Locust warned since the last second.
+    Saturated in a second when busy (or the lag) was over the threshold for ``streak_s``
+    seconds in a row ending with it, or Locust warned since the last second.
     """
 
     def __init__(self, cpu_pct: float = CPU_SATURATED_PCT, lag_ms: float = LAG_SATURATED_MS,
@@ -237,7 +238,8 @@ class SaturationDetector:
             if locust_warned:
                 self.reason = "Locust's CPU warning (>90% of a core)"
             elif cpu_pct > self.cpu_pct:
-                self.reason = f"CPU {cpu_pct:.0f}% of a core for {self._streak} s"
+                self.reason = (f"busy {cpu_pct:.0f}% of a core (running or waiting for one) "
+                               f"for {self._streak} s")
             else:
                 self.reason = f"event loop {lag_ms:.0f} ms late for {self._streak} s"
         return saturated

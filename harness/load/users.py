@@ -41,6 +41,7 @@ from locust.user.task import (
     DefaultTaskSet,
 )
 
+from harness.load.cpu import CpuSampler
 from harness.load.profile import SlotSchedule
 from harness.load.runner import LoadSpec
 from harness.load.stats import SaturationDetector, SecondBook, classify_failure
@@ -114,6 +115,7 @@ class LoadCore:
         self.pool = Pool(on_abandoned=lambda t: self.aborted(t, slot=True))
         self.in_flight_closed = 0
         self.aborted_count = 0
+        self.raw: list[float] | None = [] if spec.raw_latencies_dir else None
         self.on_record = on_record
         self.on_event = on_event
         self.t0: float | None = None  # monotonic at load t=0
@@ -129,7 +131,7 @@ class LoadCore:
         self.lag_ms = 0.0
         self.user_count: Callable[[], int] = lambda: 0
         self._greenlets: list[gevent.Greenlet] = []
-        self._cpu_last = (monotonic(), time.process_time())
+        self._cpu = CpuSampler()
 
     # -- the request event (hot path) ----------------------------------------------------
 
@@ -145,6 +147,8 @@ class LoadCore:
             latency_ms = (rel - t_int) * 1000.0  # from the intended send time
         else:
             latency_ms = float(response_time or 0.0)
+        if self.raw is not None:
+            self.raw.append(latency_ms)
         if exception is None:
             self.book.request(rel, latency_ms)
         else:
@@ -168,7 +172,7 @@ class LoadCore:
         """Load t=0 is ``t0_monotonic``; in the open model this process takes slot share
         ``index`` of ``of`` (None: none, e.g. a worker that joined late)."""
         self.t0 = t0_monotonic
-        self._cpu_last = (monotonic(), time.process_time())
+        self._cpu = CpuSampler()
         if self.open and index is not None:
             self.sched = SlotSchedule(self.profile, index=index, of=of, mode=self.spec.arrival,
                                       seed=self.spec.seed)
@@ -251,13 +255,10 @@ class LoadCore:
         return self.pool.busy if self.open else self.in_flight_closed
 
     def _gauges(self) -> dict[str, Any]:
-        now, cpu = monotonic(), time.process_time()
-        wall = now - self._cpu_last[0]
-        pct = 100.0 * (cpu - self._cpu_last[1]) / wall if wall > 0.05 else 0.0
-        self._cpu_last = (now, cpu)
+        pct, busy = self._cpu.sample()
         lag, self.lag_ms = self.lag_ms, 0.0
         warned, self.locust_warned = self.locust_warned, False
-        saturated = self.detector.update(pct, lag, warned)
+        saturated = self.detector.update(busy, lag, warned)
         if saturated and self.detector.reason and not getattr(self, "_sat_reported", False):
             self._sat_reported = True
             self.on_event("loadgen_saturated", f"pid {os.getpid()}: {self.detector.reason}")
@@ -297,6 +298,10 @@ class LoadCore:
         gauges = self._gauges()
         for s in range(self.next_close, last + 1):
             self._close(s, gauges)
+        if self.raw is not None and self.spec.raw_latencies_dir:
+            path = os.path.join(self.spec.raw_latencies_dir, f"raw-{os.getpid()}.txt")
+            with open(path, "w", encoding="utf-8") as f:
+                f.write("".join(f"{v!r}\n" for v in self.raw))
         return last
 
 
