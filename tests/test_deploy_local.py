@@ -33,7 +33,7 @@ from harness.deploy.base import (
     ReplicaState,
 )
 from harness.deploy.local import OPTIONS, LocalDeployer, factory
-from harness.deploy.local_haproxy import HAProxyConfig, render_config
+from harness.deploy.local_haproxy import HAProxyConfig, parse_stat, render_config
 from harness.deploy.local_policy import (
     ExitDecision,
     counts_toward_scale,
@@ -220,6 +220,7 @@ def make(tmp_path: Path) -> Iterator[Callable[..., tuple[LocalDeployer, Recorder
         app = AppSpec(env=APP_ENV, command=kw.pop("command", None))  # type: ignore[arg-type]
         spec = DeploySpec(run_id="test-local", trial_id=f"{kind}-{trial}", app=app,
                           replicas=replicas)
+        kw.setdefault("emit_replica_events", True)
         d = LocalDeployer(spec, kind, rec, RealClock(), workdir=tmp_path, **kw)  # type: ignore[arg-type]
         made.append(d)
         return d, rec
@@ -256,6 +257,11 @@ def test_kind_end_to_end(kind: str, make: Callable[..., tuple[LocalDeployer, Rec
     figure(f"{kind} deploy 3 replicas (LB + Prometheus ready)", time.monotonic() - t0)
     assert d.desired() == 3
     assert len(ids_in(d, ReplicaState.READY)) == 3
+    for r in d.replicas():  # the details the run loop's ReplicaWatcher reads
+        assert r.started_at is not None and r.ready_at is not None
+        assert 0 < r.ready_at - r.started_at < 30 and r.exit_code is None
+        assert r.address == d.instance_of(r)
+    assert "deployed" in rec.kinds()
     assert all(0 < s < 30 for s in d.start_to_ready_s)
     figure(f"{kind} replica start-to-ready (max of 3)", max(d.start_to_ready_s))
 
@@ -300,8 +306,8 @@ def test_kind_end_to_end(kind: str, make: Callable[..., tuple[LocalDeployer, Rec
     assert "replica_exited" in rec.kinds(victim)
     if kind == "manual":
         time.sleep(2.5)  # longer than any restart delay: nothing brings it back
-        states = {r.id: r.state for r in d.replicas()}
-        assert states[victim] == ReplicaState.EXITED
+        dead = next(r for r in d.replicas() if r.id == victim)
+        assert dead.state == ReplicaState.EXITED and dead.exit_code == 137  # 128 + SIGKILL
         assert len(ids_in(d, ReplicaState.READY)) == 1 and d.desired() == 2
         assert len(d.pids()) == victim_pid_count  # nothing was started
     else:
@@ -330,6 +336,7 @@ def test_kind_end_to_end(kind: str, make: Callable[..., tuple[LocalDeployer, Rec
     seen, failed = replicas_serving(d, 20)
     assert failed == 0 and seen == ids_in(d, ReplicaState.READY)
     assert "replica_ready" in rec.kinds()
+    assert rec.kinds().count("scale_applied") == 3
 
 
 @needs_haproxy
@@ -444,3 +451,52 @@ def test_atexit_safety_net(tmp_path: Path) -> None:
     assert len(info["pids"]) >= 3  # HAProxy + 2 replicas (+ Prometheus)
     assert [p for p in info["pids"] if pid_alive(p)] == []
     assert not Path(info["root"]).exists()
+
+
+def test_parse_stat() -> None:
+    csv = ("# pxname,svname,status,stot,addr,\n"
+           "lb,FRONTEND,OPEN,9,,\n"
+           "app,r1,UP,7,127.0.0.1:4001,\n"
+           "app,r2,DOWN 1/2,3,127.0.0.1:4002,\n"
+           "app,r3,MAINT,0,127.0.0.1:1,\n"
+           "app,BACKEND,UP,10,,\n")
+    servers = parse_stat(csv)
+    assert [(s.name, s.addr, s.status, s.sessions_total, s.routable) for s in servers] == [
+        ("r1", "127.0.0.1:4001", "UP", 7, True),
+        ("r2", "127.0.0.1:4002", "DOWN 1/2", 3, False),
+        ("r3", "127.0.0.1:1", "MAINT", 0, False),
+    ]
+
+
+@needs_haproxy
+def test_run_loop_watcher_sees_local_replicas(
+        make: Callable[..., tuple[LocalDeployer, Recorder]]) -> None:
+    """The run loop's ReplicaWatcher derives lifecycle events from replicas() and
+    lb_servers(); with it, the deployer itself sends only deployment-level events."""
+    from harness.deploy.watch import ReplicaWatcher
+
+    d, rec = make("compose", replicas=2, use_prometheus=False, emit_replica_events=False)
+    d.deploy()
+    assert rec.kinds() == ["deployed"]
+    watcher = ReplicaWatcher(d, rec, RealClock(), interval_s=0.1, discovery_every_s=0.2)
+    watcher.start()
+    try:
+        victim = d.replicas()[0].id
+
+        def served(lives: int) -> Callable[[], bool]:
+            def check() -> bool:
+                replicas_serving(d, 4)  # keep traffic flowing while the watcher catches up
+                return rec.kinds(victim).count("replica_lb_traffic") == lives
+            return check
+
+        wait_for(served(1), 5.0)
+        assert rec.kinds(victim).count("replica_ready") == 1
+        d.crash(victim)
+        wait_for(lambda: rec.kinds(victim).count("replica_ready") == 2, RECOVER_S)
+        wait_for(served(2), 5.0)
+    finally:
+        watcher.stop()
+    kinds = rec.kinds(victim)
+    assert kinds.count("replica_started") == 1 and "replica_restarted" in kinds
+    assert "replica_exited" in kinds
+    assert len(watcher.start_to_ready_s) == 3  # 2 replicas + 1 restart

@@ -15,7 +15,9 @@ port on 127.0.0.1), HOST=127.0.0.1 and REPLICA_ID in its environment, in its own
 group, logging to `<workdir>/logs/<replica>.log`. A background thread (`_tick`, every
 0.1 s) notices exits, starts due restarts, polls `/readyz` (STARTING → READY), pushes the
 replica set to HAProxy over its runtime API (`local_haproxy.py` says why not reloads) and
-to Prometheus' file_sd targets file (`local_prometheus.py`).
+to Prometheus' file_sd targets file (`local_prometheus.py`). `replicas()` carries the
+details the run loop's `ReplicaWatcher` turns into lifecycle events (wall-clock start and
+ready times, Docker-style exit code, address), and `lb_servers()` HAProxy's per-slot view.
 
 Faults: `crash` is SIGKILL of the replica's process group (what the kernel does to a
 container whose main process is SIGKILLed); `kill` is the same signal but marks the
@@ -93,7 +95,10 @@ class _Rep:
     state: ReplicaState = ReplicaState.STARTING
     restarts: int = 0
     incarnation: int = 0  # bumps on every (re)start: late probe results are discarded
-    started_at: float = 0.0
+    started_at: float = 0.0  # clock.now() of the current (re)start
+    started_wall: float | None = None  # the same on the wall clock (Replica.started_at)
+    ready_wall: float | None = None  # first readiness success since started_wall
+    exit_code: int | None = None  # Docker-style: 128 + signal for a signalled exit
     exited_at: float | None = None
     due_at: float | None = None  # when a restart / replacement is due
     backoff_s: float = 0.0  # Docker back-off state (compose)
@@ -103,6 +108,11 @@ class _Rep:
     force_up: bool = False  # tell HAProxy "health up" at the next sync
     last_probe_at: float = -1e9
     failed_probes: int = 0
+
+
+def docker_exit_code(returncode: int) -> int:
+    """Popen's -N (killed by signal N) as Docker reports it: 128 + N (SIGKILL → 137)."""
+    return 128 - returncode if returncode < 0 else returncode
 
 
 def default_command() -> tuple[str, ...]:
@@ -133,12 +143,20 @@ class LocalDeployer:
                  use_prometheus: bool = True, max_replicas: int = 64,
                  deploy_timeout_s: float = 30.0, balance: str = "leastconn",
                  server_timeout_s: float = 5.0, keep_workdir: bool = False,
-                 emit_replica_events: bool = True, client: Any = None) -> None:
+                 emit_replica_events: bool = False, client: Any = None) -> None:
         """`haproxy_bin`/`prometheus_bin` default to what `shutil.which` finds; with no
         Prometheus binary (or `use_prometheus=False`) `prometheus_url()` is None and the
         autoscaler scrapes replicas directly (`metrics_targets()`). `workdir` is the
         parent of the per-trial directory this deployer creates and removes. `client` is
-        accepted (and ignored) so the registry can call every platform alike."""
+        accepted (and ignored) so the registry can call every platform alike.
+
+        Replica lifecycle events: the run loop's `ReplicaWatcher` derives them from
+        `replicas()` (whose started_at / ready_at / exit_code / address this deployer
+        fills) for every platform alike, so by default this deployer sends only
+        `deployed`, `scale_applied` and `torn_down`, as the Docker deployers do.
+        `emit_replica_events=True` adds its own replica_started / replica_ready /
+        replica_exited / replica_restarted events, stamped when they happened — for use
+        without a watcher (doubling them with one would count every event twice)."""
         if kind not in KINDS:
             raise DeployError(f"unknown strategy kind {kind!r} (one of {', '.join(KINDS)})")
         self.kind: Kind = kind  # type: ignore[assignment]
@@ -203,6 +221,7 @@ class LocalDeployer:
                               f"pool of {self.max_replicas} load-balancer slots")
         self._deployed = True
         atexit.register(self._atexit_teardown)
+        t0 = self._clock.now()
         try:
             self._deploy()
         except BaseException as e:
@@ -212,6 +231,8 @@ class LocalDeployer:
             if isinstance(e, Exception):
                 raise DeployError(f"local {self.kind} deploy failed: {e}") from e
             raise
+        self._emit_deploy_event("deployed", f"replicas={self.spec.replicas} lb={self.lb_url()} "
+                                            f"took_s={self._clock.now() - t0:.2f}")
 
     def _deploy(self) -> None:
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", self.spec.trial_id)[:40]
@@ -321,6 +342,7 @@ class LocalDeployer:
             raise DeployError(f"cannot scale to {replicas}: the local platform takes "
                               f"0..{self.max_replicas} replicas")
         self._require_running()
+        t0 = self._clock.now()
         to_stop: list[_Rep] = []
         with self._lock:
             old = self._desired
@@ -353,6 +375,8 @@ class LocalDeployer:
                 self._stoppers.append(t)
             t.start()
         self._flush_events()
+        self._emit_deploy_event("scale_applied", f"from={old} to={replicas} "
+                                                 f"command_s={self._clock.now() - t0:.2f}")
 
     def desired(self) -> int:
         with self._lock:
@@ -360,7 +384,10 @@ class LocalDeployer:
 
     def replicas(self) -> list[Replica]:
         with self._lock:
-            return [Replica(id=r.id, name=r.id, state=r.state, restarts=r.restarts)
+            return [Replica(id=r.id, name=r.id, state=r.state, restarts=r.restarts,
+                            started_at=r.started_wall, ready_at=r.ready_wall,
+                            exit_code=r.exit_code if r.state == ReplicaState.EXITED else None,
+                            address=f"127.0.0.1:{r.port}")
                     for r in self._reps]
 
     def crash(self, replica_id: str) -> None:
@@ -400,6 +427,9 @@ class LocalDeployer:
             shutil.rmtree(self.root, ignore_errors=True)
         with contextlib.suppress(Exception):
             atexit.unregister(self._atexit_teardown)
+        if self._deployed:
+            left = [p.pid for p in procs if p.returncode is None]
+            self._emit_deploy_event("torn_down", f"left_running={left}" if left else "")
 
     # ── FaultTarget ─────────────────────────────────────────────────────────────────
     def kill(self, replica_id: str) -> None:
@@ -448,6 +478,15 @@ class LocalDeployer:
         with self._lock:
             return {r.id for r in self._reps if r.in_lb and r.port in up}
 
+    def lb_servers(self) -> list[local_haproxy.LbServer]:
+        """HAProxy's view of its server slots (`show stat`); [] when it is not running."""
+        if self._api is None or self._torn_down:
+            return []
+        try:
+            return self._api.servers()
+        except OSError:
+            return []
+
     def haproxy_exporter_url(self) -> str:
         return f"http://127.0.0.1:{self._exporter_port}/metrics"
 
@@ -489,8 +528,13 @@ class LocalDeployer:
         return proc
 
     def _emit(self, kind: str, replica: str, detail: str) -> None:
+        """Queue a replica event (delivered by _flush_events, outside the state lock)."""
         if self.emit_replica_events:
-            self._events.append(DeployEvent(kind, replica, detail))
+            self._events.append(DeployEvent(kind, replica, detail, self._clock.now()))
+
+    def _emit_deploy_event(self, kind: str, detail: str) -> None:
+        with contextlib.suppress(Exception):  # a broken sink never breaks a deployment
+            self._on_event(DeployEvent(kind, "", detail))
 
     def _flush_events(self) -> None:
         # event lock before state lock, always: delivery keeps the order events happened
@@ -534,6 +578,8 @@ class LocalDeployer:
         rep.state = ReplicaState.STARTING
         rep.incarnation += 1
         rep.started_at = self._clock.now()
+        rep.started_wall = self._clock.wall()
+        rep.ready_wall = None
         rep.exited_at = None
         rep.due_at = None
         rep.failed_probes = 0
@@ -562,6 +608,7 @@ class LocalDeployer:
         assert rep.proc is not None
         ran_s = now - rep.started_at
         rep.state = ReplicaState.EXITED
+        rep.exit_code = docker_exit_code(rep.proc.returncode or 0)
         rep.exited_at = now
         rep.in_lb = rep.in_lb and self.kind != "orchestrated"
         d = on_exit(self.kind, stopped_for_good=rep.stopped_for_good,
@@ -575,7 +622,8 @@ class LocalDeployer:
             rep.due_at = now + d.delay_s
             what = f"{'restart' if d.action == 'restart_same' else 'replace'}_in_s={d.delay_s:g}"
         self._emit("replica_exited", rep.id,
-                   f"{exit_description(rep.proc.returncode)} ran_s={ran_s:.2f} "
+                   f"exit_code={rep.exit_code} {exit_description(rep.proc.returncode)} "
+                   f"ran_s={ran_s:.2f} "
                    f"reason={d.reason} {what}")
 
     def _due_locked(self, rep: _Rep, now: float) -> None:
@@ -601,8 +649,11 @@ class LocalDeployer:
             for r in reps:
                 if r.state != ReplicaState.EXITED and r.proc is not None:
                     r.state = ReplicaState.EXITED
+                    rc = r.proc.returncode
+                    r.exit_code = docker_exit_code(rc) if rc is not None else None
                     self._emit("replica_exited", r.id,
-                               f"{exit_description(r.proc.returncode)} reason=ScaledDown")
+                               f"exit_code={r.exit_code} {exit_description(rc)} "
+                               "reason=ScaledDown")
         self._flush_events()
 
     def _run_monitor(self) -> None:
@@ -649,6 +700,10 @@ class LocalDeployer:
                 rep.state = ReplicaState.READY
                 rep.in_lb = True
                 rep.force_up = True
+                if rep.ready_wall is not None:  # ready again after failing readiness
+                    self._emit("replica_ready", rep.id, "readiness recovered")
+                    return
+                rep.ready_wall = self._clock.wall()
                 took = now - rep.started_at
                 self.start_to_ready_s.append(took)
                 self._emit("replica_ready", rep.id, f"start_to_ready_s={took:.3f}")

@@ -97,6 +97,42 @@ class RuntimeAPIError(RuntimeError):
     pass
 
 
+@dataclass(frozen=True)
+class LbServer:
+    """One backend server slot as HAProxy sees it (`show stat`)."""
+
+    name: str  # rN
+    addr: str | None  # "127.0.0.1:PORT" (":1" while the slot was never used)
+    status: str  # UP, DOWN, MAINT, "UP 1/2", "DOWN 1/2", …
+    sessions_total: int  # stot: sessions HAProxy sent to this slot so far
+
+    @property
+    def routable(self) -> bool:
+        """HAProxy sends traffic to it now (UP, also while a failing check counts down)."""
+        return self.status.upper().startswith("UP")
+
+
+def parse_stat(csv_text: str) -> list[LbServer]:
+    """The app backend's servers from `show stat` CSV (pure; header names the columns)."""
+    lines = [ln for ln in csv_text.splitlines() if ln.strip()]
+    if not lines or not lines[0].startswith("#"):
+        return []
+    header = lines[0].lstrip("# ").split(",")
+    out: list[LbServer] = []
+    for ln in lines[1:]:
+        row = dict(zip(header, ln.split(","), strict=False))
+        name = row.get("svname", "")
+        if row.get("pxname") != BACKEND or name in ("FRONTEND", "BACKEND", ""):
+            continue
+        try:
+            stot = int(row.get("stot") or 0)
+        except ValueError:
+            stot = 0
+        out.append(LbServer(name=name, addr=row.get("addr") or None,
+                            status=(row.get("status") or "").strip(), sessions_total=stot))
+    return out
+
+
 class RuntimeAPI:
     """One command per connection on HAProxy's admin stats socket (non-interactive mode)."""
 
@@ -160,6 +196,10 @@ class RuntimeAPI:
             except ValueError:
                 continue
         return result
+
+    def servers(self) -> list[LbServer]:
+        """`show stat` of the app backend's servers (type 4 = servers only)."""
+        return parse_stat(self.command("show stat -1 4 -1"))
 
     def wait_answers(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
