@@ -175,10 +175,13 @@ def calibrate(scenario: Path, platform: str | None) -> None:
 def clean(run_id: str | None) -> None:
     """Remove every Docker object (and local process) labelled harness.managed=true —
     leftovers of a run that was killed with SIGKILL."""
-    from harness.deploy.cleanup import sweep_all
+    from harness.cleanup import sweep_everything
 
-    for line in sweep_all(run_id):
+    lines = sweep_everything(run_id)
+    for line in lines:
         click.echo(line)
+    if not lines:
+        click.echo("nothing to clean")
 
 
 def main(argv: list[str] | None = None) -> int:

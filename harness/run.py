@@ -176,12 +176,9 @@ def run_scenario(path: Path, opts: RunOptions) -> int:
     echo(f"run {run_id} → {run_dir}")
 
     def sweep_now() -> None:
-        try:
-            from harness.deploy.cleanup import sweep_all
-            for _ in sweep_all(run_id):
-                pass
-        except Exception:
-            pass
+        from harness.cleanup import sweep_everything
+
+        sweep_everything(run_id, docker_timeout_s=4)
 
     stopper = Stopper(sweep_now)
     stopper.install()

@@ -522,7 +522,8 @@ class LocalDeployer:
             return rep.port
 
     def _spawn_aux(self, cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
-        proc = spawn(cmd, env=os.environ, log_path=log, cwd=self.root)
+        proc = spawn(cmd, env=os.environ, log_path=log, cwd=self.root,
+                     run_id=self.spec.run_id)
         with self._lock:
             self._all_procs.append(proc)
         return proc
@@ -570,7 +571,8 @@ class LocalDeployer:
             "PYTHONUNBUFFERED": "1"})
         log = self.root / "logs" / f"{rep.id}.log"
         try:
-            rep.proc = spawn(self.command, env=env, log_path=log, cwd=self.root)
+            rep.proc = spawn(self.command, env=env, log_path=log, cwd=self.root,
+                             run_id=self.spec.run_id)
         except OSError as e:
             raise DeployError(f"cannot start replica {rep.id} ({' '.join(self.command)}): "
                               f"{e}") from e

@@ -25,11 +25,28 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+# The process-level twin of the Docker labels harness.managed / harness.run: every host
+# process the harness starts carries them in its environment, so `harness clean` can find
+# what a SIGKILLed run left behind (and nothing else) by reading /proc/PID/environ.
+MANAGED_ENV = "HARNESS_MANAGED"
+RUN_ENV = "HARNESS_RUN"
+
+
+def labelled_env(env: Mapping[str, str], run_id: str | None) -> dict[str, str]:
+    out = dict(env)
+    if run_id:
+        out[MANAGED_ENV] = "true"
+        out[RUN_ENV] = run_id
+    return out
+
+
 def spawn(cmd: Sequence[str], *, env: Mapping[str, str], log_path: Path,
-          cwd: Path | None = None) -> subprocess.Popen[bytes]:
-    """Start `cmd` as a new session/process group, stdout+stderr appended to `log_path`."""
+          cwd: Path | None = None, run_id: str | None = None) -> subprocess.Popen[bytes]:
+    """Start `cmd` as a new session/process group, stdout+stderr appended to `log_path`,
+    labelled with `run_id` (see MANAGED_ENV)."""
     with open(log_path, "ab") as log:
-        return subprocess.Popen(list(cmd), env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL,
+        return subprocess.Popen(list(cmd), env=labelled_env(env, run_id), cwd=cwd,
+                                stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                 close_fds=True)
 
@@ -151,3 +168,38 @@ def tail(path: Path, max_bytes: int = 2000) -> str:
         return " | ".join(line for line in text.splitlines() if line.strip())
     except OSError:
         return ""
+
+
+def labelled_processes(run_id: str | None = None,
+                       proc_root: Path = Path("/proc")) -> list[tuple[int, str]]:
+    """(pid, run id) of every process labelled HARNESS_MANAGED=true (of `run_id` if given),
+    this process excluded."""
+    out: list[tuple[int, str]] = []
+    me = os.getpid()
+    for entry in proc_root.iterdir() if proc_root.exists() else ():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"{MANAGED_ENV}=true".encode() not in environ:
+            continue
+        rid = next((e.split(b"=", 1)[1].decode(errors="replace") for e in environ
+                    if e.startswith(f"{RUN_ENV}=".encode())), "")
+        if run_id is None or rid == run_id:
+            out.append((int(entry.name), rid))
+    return out
+
+
+def sweep_processes(run_id: str | None = None) -> list[str]:
+    """Kill every labelled process (paused ones are continued first so they die now)."""
+    lines = []
+    for pid, rid in labelled_processes(run_id):
+        for sig in (signal.SIGCONT, signal.SIGKILL):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                break
+        lines.append(f"process {pid} (run {rid or '?'}) killed")
+    return lines
