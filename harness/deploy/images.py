@@ -397,9 +397,10 @@ def _long_timeout(client: Any, timeout_s: int = BUILD_TIMEOUT_S) -> Iterator[Any
 
 @contextlib.contextmanager
 def _build_lock(progress: Progress) -> Iterator[None]:
-    """One builder at a time on this machine (parallel test sessions call ensure_images)."""
+    """One builder at a time on this machine: the images are the engine's, shared by every
+    checkout, and parallel test sessions call ensure_images."""
     WORK_DIR.mkdir(parents=True, exist_ok=True)
-    with open(WORK_DIR / "build.lock", "w") as f:
+    with open(Path(tempfile.gettempdir()) / "harness-images-build.lock", "a") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
