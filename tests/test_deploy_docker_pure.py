@@ -44,7 +44,7 @@ RS = ReplicaState
 def test_haproxy_config_is_valid(servers: Any, tmp_path: Path) -> None:
     text = haproxy.render_config(servers)
     assert "option httpchk GET /readyz" in text
-    assert "check inter 1000ms fall 2 rise 1" in text  # not the ~6 s defaults
+    assert "check inter 1000ms fastinter 500ms fall 2 rise 1" in text  # not the ~6 s defaults
     if isinstance(servers, haproxy.DnsServers):
         assert "accepted_payload_size 8192" in text  # Docker's answers exceed 512 bytes
         assert "hold valid 1000ms" in text

@@ -588,7 +588,7 @@ class DockerDeployerBase:
                 command=command, ports=list(ports),
                 host_config=self.client.api.create_host_config(
                     port_bindings={p: ("127.0.0.1", None) for p in ports},
-                    binds={src: f"{m['bind']}:{m['mode']}" for src, m in volumes.items()},
+                    binds=volumes,
                     restart_policy={"Name": "no"}),
                 networking_config=self.client.api.create_networking_config(
                     {network: self.client.api.create_endpoint_config(aliases=[alias])}))

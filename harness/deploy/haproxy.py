@@ -83,7 +83,10 @@ def server_name(slot: int) -> str:
 def render_config(servers: StaticServers | DnsServers, s: HAProxySettings | None = None) -> str:
     """haproxy.cfg text (pure; tests run `haproxy -c` on it)."""
     s = s or HAProxySettings()
-    check = f"check inter {_ms(s.check_inter_s)} fall {s.fall} rise {s.rise}"
+    # fastinter: re-check a failing server sooner; observe layer4: a connection error of
+    # real traffic takes the server out at once (its request is re-sent elsewhere)
+    check = (f"check inter {_ms(s.check_inter_s)} fastinter {_ms(s.check_inter_s / 2)} "
+             f"fall {s.fall} rise {s.rise} observe layer4 error-limit 1 on-error mark-down")
     resolvers = ""
     if isinstance(servers, DnsServers):
         hold = _ms(s.dns_hold_valid_s)

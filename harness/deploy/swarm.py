@@ -197,16 +197,22 @@ class SwarmDeployer(DockerDeployerBase):
         return self.client.services.get(self.service_name)
 
     def _scale(self, replicas: int) -> None:
+        """What `docker service scale` does: the service's spec sent back as stored, only
+        `Replicas` changed. (docker-py's `update_service(fetch_current_spec=True)` sends
+        the spec *with defaults inserted*, which Swarm takes for a new task template and
+        answers with a rolling replacement of every running task.)"""
         import docker.errors
-        from docker.types import ServiceMode
 
+        api = self.client.api
         for attempt in range(5):
-            svc = self._service()  # a fresh version index for the update
+            current = api.inspect_service(self.service_name)
+            spec = current["Spec"]
+            spec["Mode"] = {"Replicated": {"Replicas": int(replicas)}}
             try:
-                self.client.api.update_service(svc.id, svc.version,
-                                               mode=ServiceMode("replicated",
-                                                                replicas=replicas),
-                                               fetch_current_spec=True)
+                resp = api._post_json(api._url("/services/{0}/update", current["ID"]),
+                                      data=spec,
+                                      params={"version": current["Version"]["Index"]})
+                api._result(resp, json=True)
                 return
             except docker.errors.APIError as e:
                 if "out of sequence" not in str(e) or attempt == 4:
@@ -243,12 +249,16 @@ class SwarmDeployer(DockerDeployerBase):
 
         with contextlib.suppress(docker.errors.NotFound):
             self._service().remove()
-        # Swarm stops and removes the task containers itself; wait for it a little,
-        # then remove what is left
+        # Swarm would stop the tasks itself, but only after taking them out of service
+        # discovery and a grace period (~3 s, then ~2.5 s more to remove them): remove
+        # the containers at once, until none is left (a task may be mid-start)
         deadline = time.monotonic() + 15.0
-        while self._trial_containers("app") and time.monotonic() < deadline:
-            time.sleep(0.3)
-        remove_containers(self._trial_containers("app"))
+        while True:
+            left = self._trial_containers("app")
+            if not left or time.monotonic() > deadline:
+                break
+            remove_containers(left)
+            time.sleep(0.2)
 
     def _after_teardown(self) -> None:
         if self.leave_swarm and self.swarm_initialised:
