@@ -305,3 +305,26 @@ def test_prometheus_image_is_lean_and_serves(client: Any, built: list[images.Bui
                      timeout=5).json()
     assert q["status"] == "success"
     c.stop(timeout=10)
+
+
+@pytest.mark.docker
+def test_an_override_is_used_as_is_and_a_missing_one_is_a_clear_error(
+        client: Any, built: list[images.BuiltImage], run_id: str) -> None:
+    haproxy = client.images.get(images.DEFAULT_REFS["haproxy"])
+    alias = f"harness-test-override:{run_id}"  # stands in for haproxy:2.8 (no registry)
+    haproxy.tag("harness-test-override", tag=run_id)
+    try:
+        env = {"HARNESS_HAPROXY_IMAGE": alias}
+        got = {b.role: b for b in images.build_images(progress=lambda _m: None,
+                                                      client=client, environ=env)}
+        assert (got["haproxy"].ref, got["haproxy"].action) == (alias, "external")
+        assert got["haproxy"].image_id == haproxy.id
+        assert {r: got[r].action for r in ("base", "app", "prometheus")} == \
+            dict.fromkeys(("base", "app", "prometheus"), "cached")
+        assert images.image_versions(client, env)["haproxy"] == got["haproxy"].version
+    finally:
+        client.images.remove(alias)
+    missing = {"HARNESS_PROMETHEUS_IMAGE": f"harness-test-missing/prom:{run_id}"}
+    with pytest.raises(PrerequisiteError, match=r"HARNESS_PROMETHEUS_IMAGE=.*cannot pull") as e:
+        images.build_images(progress=lambda _m: None, client=client, environ=missing)
+    assert "\n" not in str(e.value)

@@ -64,7 +64,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.deploy.base import labels_for
+from harness.deploy.base import RUN_LABEL, labels_for
 from harness.errors import HarnessError, PrerequisiteError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -476,9 +476,8 @@ class _Builder:
         image = _get_image(self.client, ref)
         if image is None:
             self.progress(f"{ref}: pulling (set by {OVERRIDE_VARS[role]})")
-            try:
-                repo, tag = _split_ref(ref)
-                image = self.client.images.pull(repo, tag=tag)
+            try:  # the SDK parses name, tag and digest out of the reference itself
+                image = self.client.images.pull(ref)
             except Exception as e:
                 raise PrerequisiteError(f"{OVERRIDE_VARS[role]}={ref}: cannot pull it: "
                                         f"{type(e).__name__}: {str(e)[:200]}") from None
@@ -673,6 +672,10 @@ class _Builder:
                 continue
             if (image.attrs.get("Config", {}).get("Labels") or {}).get("harness.managed"):
                 _remove_quietly(self.client, image_id)
+        # Old images a container still used at the last build: untagged, ours, free now?
+        for image in self.client.images.list(
+                filters={"dangling": True, "label": f"{RUN_LABEL}={IMAGES_RUN_ID}"}):
+            _remove_quietly(self.client, image.id)
 
 
 def _last_line(path: Path) -> str:
@@ -740,13 +743,14 @@ def ensure_images(client: Any, progress: Progress = _stderr) -> dict[str, str]:
     return {r.role: r.image_id for r in results}
 
 
-def image_versions(client: Any = None) -> dict[str, str | None]:
+def image_versions(client: Any = None,
+                   environ: Mapping[str, str] | None = None) -> dict[str, str | None]:
     """HAProxy and Prometheus versions of the images a run uses, from the labels cached at
     build time (an override image without our label is asked once by running it)."""
     client = client if client is not None else _docker_client(timeout_s=30)
     out: dict[str, str | None] = {}
     for role in ("haproxy", "prometheus"):
-        image = _get_image(client, image_ref(role))
+        image = _get_image(client, image_ref(role, environ))
         if image is None:
             out[role] = None
             continue
