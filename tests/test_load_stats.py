@@ -95,8 +95,22 @@ def test_classify_by_type_name_without_importing_clients() -> None:
     class HTTPConnectionClosed(Exception):  # geventhttpclient's
         pass
 
+    class RetriesExceeded(ConnectionError):  # geventhttpclient wraps the real cause
+        def __init__(self, url: str, original: BaseException) -> None:
+            super().__init__(url)
+            self.original = original
+
     assert classify_failure(ConnectTimeout(), None) == "timeout"
     assert classify_failure(HTTPConnectionClosed(), None) == "conn"
+    assert classify_failure(RetriesExceeded("/work", TimeoutError("timed out")), 0) == "timeout"
+    assert classify_failure(RetriesExceeded("/work", ConnectionRefusedError(111)), 0) == "conn"
+    try:
+        try:
+            raise TimeoutError("read")
+        except TimeoutError as inner:
+            raise RuntimeError("wrapped") from inner
+    except RuntimeError as outer:
+        assert classify_failure(outer, None) == "timeout"
 
 
 # -- the merger -----------------------------------------------------------------------------

@@ -56,24 +56,38 @@ class SecondStats:
 def classify_failure(exception: BaseException | None, status_code: int | None) -> str:
     """Why a request failed: ``status`` (an HTTP error answer), ``timeout``, ``conn``
     (refused / reset / closed), or ``other``. Works on geventhttpclient's, requests' and
-    the standard library's exceptions by their types' names, so no client is imported."""
+    the standard library's exceptions by their types' names and messages, so no client is
+    imported; wrapped causes count (geventhttpclient reports a read timeout as
+    ``RetriesExceeded(..., original=timed out)``, a ConnectionError)."""
     if status_code and not 200 <= status_code < 400:
         return "status"
     if exception is None:
         return "other"
-    names = " ".join(c.__name__.lower() for c in type(exception).__mro__)
-    if "timeout" in names:
+    chain = _causes(exception)
+    names = [" ".join(c.__name__.lower() for c in type(e).__mro__) for e in chain]
+    texts = [str(e).lower() for e in chain]
+    if any("timeout" in n for n in names) or any("timed out" in t or "timeout" in t
+                                                 for t in texts):
         return "timeout"
-    if isinstance(exception, ConnectionError | BrokenPipeError) or any(
-            w in names for w in ("connection", "refused", "reset", "closed", "brokenpipe")):
-        return "conn"
-    text = str(exception).lower()
-    if "timed out" in text or "timeout" in text:
-        return "timeout"
-    if any(w in text for w in ("refused", "reset by peer", "connection closed",
-                               "broken pipe", "connection aborted")):
+    conn_words = ("connection", "refused", "reset", "closed", "brokenpipe", "broken pipe",
+                  "aborted")
+    if any(isinstance(e, ConnectionError) for e in chain) or any(
+            w in n for n in names for w in conn_words) or any(
+            w in t for t in texts for w in conn_words):
         return "conn"
     return "other"
+
+
+def _causes(exception: BaseException, depth: int = 4) -> list[BaseException]:
+    out = [exception]
+    e: BaseException | None = exception
+    while e is not None and len(out) <= depth:
+        nxt = getattr(e, "original", None) or e.__cause__ or e.__context__
+        if not isinstance(nxt, BaseException) or nxt in out:
+            break
+        out.append(nxt)
+        e = nxt
+    return out
 
 
 class _Bucket:

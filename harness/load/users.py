@@ -129,6 +129,7 @@ class LoadCore:
         self.detector = SaturationDetector()
         self.locust_warned = False
         self.lag_ms = 0.0
+        self._gauge_at: dict[int, tuple[int, int]] = {}  # second -> (in flight, users)
         self.user_count: Callable[[], int] = lambda: 0
         self._greenlets: list[gevent.Greenlet] = []
         self._cpu = CpuSampler()
@@ -244,17 +245,22 @@ class LoadCore:
     # -- sampling and closing seconds -----------------------------------------------------
 
     def _lag_probe(self) -> None:
+        # Also samples the gauges every 100 ms, so a second reports its last value before
+        # it ended rather than the value when it was closed (0.25 s into the next one).
+        assert self.t0 is not None
         while True:
             t = monotonic()
             gevent.sleep(LAG_PROBE_S)
-            late = (monotonic() - t - LAG_PROBE_S) * 1000.0
+            now = monotonic()
+            late = (now - t - LAG_PROBE_S) * 1000.0
             if late > self.lag_ms:
                 self.lag_ms = late
+            self._gauge_at[math.floor(now - self.t0)] = (self.in_flight(), self.user_count())
 
     def in_flight(self) -> int:
         return self.pool.busy if self.open else self.in_flight_closed
 
-    def _gauges(self) -> dict[str, Any]:
+    def _gauges(self, s: int | None = None) -> dict[str, Any]:
         pct, busy = self._cpu.sample()
         lag, self.lag_ms = self.lag_ms, 0.0
         warned, self.locust_warned = self.locust_warned, False
@@ -262,8 +268,13 @@ class LoadCore:
         if saturated and self.detector.reason and not getattr(self, "_sat_reported", False):
             self._sat_reported = True
             self.on_event("loadgen_saturated", f"pid {os.getpid()}: {self.detector.reason}")
-        return {"in_flight": self.in_flight(), "cpu": pct, "cpu_max": pct, "lag_ms": lag,
-                "saturated": saturated, "users": self.user_count()}
+        in_flight, users = self.in_flight(), self.user_count()
+        if s is not None:
+            in_flight, users = self._gauge_at.pop(s, (in_flight, users))
+            for old in [k for k in self._gauge_at if k < s]:
+                del self._gauge_at[old]
+        return {"in_flight": in_flight, "cpu": pct, "cpu_max": pct, "lag_ms": lag,
+                "saturated": saturated, "users": users}
 
     def _close_loop(self) -> None:
         assert self.t0 is not None
@@ -278,7 +289,7 @@ class LoadCore:
                 gevent.sleep(0.02)
             if self.finished:
                 break
-            self._close(s, self._gauges())
+            self._close(s, self._gauges(s))
 
     def _close(self, s: int, gauges: dict[str, Any]) -> None:
         self.next_close = s + 1
