@@ -9,7 +9,8 @@
 #   3. .venv with `pip install -e '.[dev]'` (skipped while pyproject.toml is unchanged)
 #   4. the images a Docker run needs (`python -m harness.deploy.images build`, cached)
 #
-# Environment: HARNESS_SKIP_IMAGES=1 skips step 4; HARNESS_DOCKER_WAIT_S (default 60).
+# Environment: HARNESS_SKIP_IMAGES=1 skips step 4; HARNESS_DOCKER_WAIT_S (default 60),
+# HARNESS_DOCKERD_LOG (default /var/log/dockerd.log) for a dockerd this script starts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -117,16 +118,18 @@ if engine_answers; then
     say "docker engine: answers"
 else
     wait_s=${HARNESS_DOCKER_WAIT_S:-60}
+    dockerd_log=${HARNESS_DOCKERD_LOG:-/var/log/dockerd.log}
     if pgrep -x dockerd >/dev/null 2>&1; then
         say "dockerd is running but not answering yet; waiting up to ${wait_s}s"
     else
-        say "starting dockerd in the background (log /var/log/dockerd.log)"
+        say "starting dockerd in the background (log $dockerd_log)"
         # setsid + nohup: the engine must outlive this script (no systemd here).
-        as_root sh -c 'setsid nohup dockerd >/var/log/dockerd.log 2>&1 </dev/null &'
+        as_root sh -c 'setsid nohup dockerd >"$1" 2>&1 </dev/null &' sh "$dockerd_log"
     fi
     deadline=$((SECONDS + wait_s))
     until engine_answers; do
-        ((SECONDS < deadline)) || die "no Docker engine answered within ${wait_s}s (see /var/log/dockerd.log)"
+        ((SECONDS < deadline)) ||
+            die "no Docker engine answered within ${wait_s}s (see $dockerd_log)"
         sleep 1
     done
     say "docker engine: answers after $((SECONDS - deadline + wait_s))s"
