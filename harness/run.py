@@ -220,7 +220,7 @@ def run_scenario(path: Path, opts: RunOptions) -> int:
         write_json_atomic(run_dir / "run.json", meta)
         stopper.restore()
 
-    code = _finish(run_dir, loaded, results, echo)
+    code = _finish(run_dir, loaded, results, echo, interrupted=stopper.stopped)
     if stopper.stopped:
         echo(f"interrupted by {stopper.signal_name}: measured data kept in {run_dir}")
         return EXIT_INTERRUPTED
@@ -228,26 +228,38 @@ def run_scenario(path: Path, opts: RunOptions) -> int:
 
 
 def _finish(run_dir: Path, loaded: LoadedScenario, results: list[TrialResult],
-            echo: Callable[[str], None]) -> int:
+            echo: Callable[[str], None], *, interrupted: bool) -> int:
     """Summary table, report and threshold gates after the trials."""
     _print_summary(results, echo)
-    code = 0
     from harness.report.html import write_report
 
     # write_report writes summary.csv too: the page and the table come from one computation
     echo(f"report: {write_report(run_dir)}")
-    if loaded.scenario.thresholds:
-        from harness.analysis.thresholds import gate_run
+    sc = loaded.scenario
+    if not sc.thresholds or not results:
+        return 0
+    if interrupted:
+        echo("thresholds not evaluated: the run was interrupted")
+        return 0
+    from harness.analysis.rundata import load_run
+    from harness.analysis.summary import summarize_run
+    from harness.analysis.thresholds import evaluate_thresholds, parse_thresholds
 
-        gates = gate_run(run_dir)
-        for line in gates.lines():
-            echo(line)
-        try:
-            gates.raise_if_failed()
-        except GateFailed as e:
-            echo(f"threshold failed: {e}")
-            code = e.exit_code
-    return code
+    ran = {r.strategy for r in results}
+    parsed = parse_thresholds(sc.thresholds, [s.name for s in sc.strategies])
+    for th in parsed:
+        if th.strategy is not None and th.strategy not in ran:
+            echo(f"- {th.text}: skipped ({th.strategy!r} did not run)")
+    active = [th for th in parsed if th.strategy is None or th.strategy in ran]
+    gates = evaluate_thresholds(active, summarize_run(load_run(run_dir)).trials)
+    for line in gates.lines():
+        echo(line)
+    try:
+        gates.raise_if_failed()
+    except GateFailed as e:
+        echo(f"threshold failed: {e}")
+        return e.exit_code
+    return 0
 
 
 def _print_summary(results: list[TrialResult], echo: Callable[[str], None]) -> None:
