@@ -414,3 +414,25 @@ def test_a_broken_locustfile_fails_the_start_with_its_error(tmp_path: Path) -> N
         run.start()
     run.stop()
     assert_no_process_left(run)
+
+
+def test_a_remote_worker_joins_through_the_masters_host_and_port(fast_app: App) -> None:
+    port = free_port()
+    # A "remote" worker: started by hand with only the master's address, as on another
+    # machine; it gets the spec from the master and leaves when the run is over.
+    remote = subprocess.Popen([sys.executable, "-m", "harness.load.child", "worker",
+                               "--master-host", "127.0.0.1", "--master-port", str(port)],
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        spec = LoadSpec(base_url=fast_app.url, profile=Profile.constant(100, 3), workers=1,
+                        remote_workers=1, master_bind=f"127.0.0.1:{port}", max_in_flight=100)
+        run, rec = run_load(spec)
+        assert run.master_address == f"127.0.0.1:{port}"
+        assert all(s.workers_reporting == 2 for s in rec.seconds)
+        assert sum(s.sent for s in rec.seconds) == 300
+        assert_locust_totals_equal(run)
+        assert remote.wait(timeout=20) == 0
+    finally:
+        if remote.poll() is None:
+            remote.kill()
+            remote.wait()
