@@ -449,7 +449,7 @@ def test_real_local_deployer_under_a_load_step(with_prometheus: bool) -> None:
                         use_prometheus=with_prometheus)
     spec = AutoscalerSpec(target=0.6, min_replicas=2, max_replicas=8, interval_s=2,
                           window_s=4, behavior={"scale_down": {"stabilization_window_s": 10}})
-    up_at, down_at, end_at = 8.0, 36.0, 66.0
+    up_at, down_at, end_at = 8.0, 36.0, 80.0
     rows: list[DecisionRow] = []
     stop = threading.Event()
     load: StepLoad | None = None
@@ -500,8 +500,8 @@ def test_real_local_deployer_under_a_load_step(with_prometheus: bool) -> None:
                     and (r["recommended"] or 0) >= first_down["current_replicas"])
     assert first_down["t_s"] >= last_high + 10, log
     # …and not much later than the window after the load dropped: + the metric's 4 s
-    # averaging window + 3 intervals of slack for a busy machine
-    assert first_down["t_s"] <= down_at + 10 + 4 + 3 * spec.interval_s, log
+    # averaging window + 5 intervals of slack for a busy machine
+    assert first_down["t_s"] <= down_at + 10 + 4 + 5 * spec.interval_s, log
     assert rows[-1]["desired"] == 2 and rows[-1]["current_replicas"] == 2, log
     for r in rows:  # every change is explained
         if r["action"] == "scale":

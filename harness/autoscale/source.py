@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import logging
 import math
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -31,8 +30,6 @@ from harness.autoscale import metrics as m
 from harness.autoscale.spec import ScrapeRule
 from harness.clock import Clock
 from harness.deploy.base import Replica
-
-log = logging.getLogger(__name__)
 
 # one scrape's reading: a summed gauge/counter, or cumulative counts per histogram bucket
 Reading = float | dict[float, float]

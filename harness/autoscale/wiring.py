@@ -41,9 +41,7 @@ def build_source(spec: AutoscalerSpec, deployer: Deployer, clock: Clock) -> Metr
             return src
     prom = deployer.prometheus_url()
     if prom and isinstance(deployer, PrometheusTargets):
-        # a stale series (older than 3 decisions, at least 10 s) counts as missing
-        return PrometheusSource(prom, promql_for(spec), deployer.instance_of,
-                                stale_after_s=max(10.0, 3 * spec.interval_s))
+        return PrometheusSource(prom, promql_for(spec), deployer.instance_of)
     rule = scrape_rule_for(spec)
     if isinstance(deployer, ScrapeTargets) and rule is not None:
         return ScrapeSource(deployer.metrics_url_of, rule, clock, window_s=spec.window_s)
