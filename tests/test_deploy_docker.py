@@ -118,7 +118,7 @@ def test_deployer_end_to_end(kind: str, docker_client: Any, new_run_id: Any) -> 
     clock = RealClock()
     d = create("docker", kind, client=docker_client, spec=spec,
                on_event=lambda e: events.append((clock.now(), e)), clock=clock,
-               restart_delay_s=0.0)
+               restart_delay_s=1.0)  # the scenario's default (Swarm's own is 5 s)
     assert isinstance(d, DockerDeployerBase)
     watcher: ReplicaWatcher | None = None
     try:
@@ -244,25 +244,33 @@ def test_deployer_end_to_end(kind: str, docker_client: Any, new_run_id: Any) -> 
     assert d.workdir is not None and not d.workdir.exists()
 
 
-def test_kill_is_not_a_crash_for_compose(docker_client: Any, new_run_id: Any) -> None:
-    """The API kill is a manual stop: restart: always does not bring it back."""
+@pytest.mark.parametrize("kind", ["compose", "orchestrated"])
+def test_kill_fault(kind: str, docker_client: Any, new_run_id: Any) -> None:
+    """The API kill is a manual stop: compose's `restart: always` does not bring it back
+    (until the next `up`); Swarm does not care how a task died and replaces it."""
     need_images(docker_client)
     run_id = new_run_id("kill")
-    spec = DeploySpec(run_id=run_id, trial_id="compose-kill", app=AppSpec(env=APP_ENV),
+    spec = DeploySpec(run_id=run_id, trial_id=f"{kind}-kill", app=AppSpec(env=APP_ENV),
                       replicas=2)
-    d = create("docker", "compose", client=docker_client, spec=spec,
-               on_event=lambda e: None, clock=RealClock())
+    d = create("docker", kind, client=docker_client, spec=spec,
+               on_event=lambda e: None, clock=RealClock(), restart_delay_s=0.0)
     assert isinstance(d, DockerDeployerBase)
     with d:
         d.deploy()
         d.wait_ready(2, READY_TIMEOUT_S)
         victim = ready(d)[0]
         d.kill(victim.id)
-        time.sleep(4)
-        r = next(r for r in d._snapshot()[0] if r.id == victim.id)
-        assert r.state == ReplicaState.EXITED and r.restarts == 0
-        assert len(ready(d)) == 1
-        # `up --scale` (what a person or the harness does next) starts it again
-        d.scale(2)
-        assert wait_until(lambda: len(ready(d)) == 2, READY_TIMEOUT_S) is not None
+        if kind == "compose":
+            time.sleep(4)
+            r = next(r for r in d._snapshot()[0] if r.id == victim.id)
+            assert r.state == ReplicaState.EXITED and r.restarts == 0
+            assert len(ready(d)) == 1
+            # `up --scale` (what a person or the harness does next) starts it again
+            d.scale(2)
+        def back() -> bool:
+            ids = {r.id for r in ready(d)}
+            # compose: the same container again; Swarm: a new task instead of the dead one
+            return len(ids) == 2 and (victim.id in ids) == (kind == "compose")
+
+        assert wait_until(back, READY_TIMEOUT_S) is not None
     assert leftovers(docker_client, run_id) == []

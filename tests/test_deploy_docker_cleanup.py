@@ -91,6 +91,10 @@ def test_signal_to_running_process_leaves_nothing(kind: str, sig: int, code: int
     try:
         demo.wait_ready()
         assert leftovers(docker_client, run_id), "the demo created nothing?"
+        # a pause fault in progress: tear-down must not leave a frozen container
+        app = docker_client.containers.list(filters={"label": [
+            f"harness.run={run_id}", "harness.role=app"]})
+        app[0].pause()
         t0 = time.monotonic()
         demo.proc.send_signal(sig)
         left = wait_gone(docker_client, run_id, GONE_WITHIN_S)

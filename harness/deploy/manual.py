@@ -60,7 +60,8 @@ class ManualDeployer(DockerDeployerBase):
         c = self.client.api.create_container(
             app.image, name=self.name(f"app-{self._seq}"), labels=self.labels("app"),
             environment=app_env(self.spec), detach=True, ports=[app.port],
-            healthcheck=healthcheck_spec(app.port, app.ready_path),
+            healthcheck=healthcheck_spec(app.port, app.ready_path,
+                                         self.health_interval_s),
             stop_signal="SIGTERM", stop_timeout=STOP_GRACE_S,
             host_config=self.client.api.create_host_config(
                 restart_policy={"Name": "no"}),

@@ -191,7 +191,7 @@ class ReplicaWatcher:
     on_event: EventSink
     clock: Clock
     interval_s: float = 0.5
-    discovery_every_s: float = 1.0
+    discovery_every_s: float = 0.5
     report_existing: bool = True  # events for the replicas already there at start
     start_to_ready_s: list[float] = field(default_factory=list)
     lags: dict[Gen, Lag] = field(default_factory=dict)
