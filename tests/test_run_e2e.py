@@ -118,11 +118,14 @@ def _check_strategies_differ(run_dir: Path) -> None:
 
 
 @pytest.mark.slow
-def test_run_local_platform(tmp_path: Path) -> None:
-    r = subprocess.run(_harness("run", str(_scenario(tmp_path)), "--platform", "local"),
-                       capture_output=True, text=True, timeout=400, cwd=ROOT)
+@pytest.mark.parametrize("platform", [
+    "local", pytest.param("docker", marks=pytest.mark.docker)])
+def test_run_end_to_end(tmp_path: Path, platform: str) -> None:
+    r = subprocess.run(_harness("run", str(_scenario(tmp_path)), "--platform", platform),
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert r.stdout.splitlines()[0].startswith("harness ") and "platform local" in r.stdout
+    first = r.stdout.splitlines()[0]
+    assert first.startswith("harness ") and f"platform {platform}" in first
     run_dir = _run_dir(tmp_path)
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["status"] == "complete" and len(meta["trials"]) == 3
@@ -181,10 +184,31 @@ def test_sigkill_mid_run_keeps_partial_csvs(tmp_path: Path) -> None:
     assert meta["status"] == "running"  # killed: it never got to say otherwise
 
 
+def _labelled_docker_objects(run_id: str) -> list[str]:
+    import docker
+
+    client = docker.from_env()
+    flt = {"label": [f"harness.run={run_id}"]}
+    found = [f"container {c.name}" for c in client.containers.list(all=True, filters=flt)]
+    found += [f"network {n.name}" for n in client.networks.list(filters=flt)]
+    found += [f"volume {v.name}" for v in client.volumes.list(filters=flt)]
+    try:
+        found += [f"service {s.name}" for s in client.services.list(filters=flt)]
+    except docker.errors.APIError:  # not a swarm manager: no services to find
+        pass
+    return found
+
+
 @pytest.mark.slow
-def test_sigint_tears_down_and_exits_130(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("platform", "strategy"), [
+    ("local", "compose"),
+    pytest.param("docker", "compose", marks=pytest.mark.docker),
+    pytest.param("docker", "auto", marks=pytest.mark.docker),
+])
+def test_sigint_tears_down_and_exits_130(tmp_path: Path, platform: str,
+                                         strategy: str) -> None:
     p = subprocess.Popen(_harness("run", str(_scenario(tmp_path, after=60)), "--platform",
-                                  "local", "--strategies", "compose"),
+                                  platform, "--strategies", strategy),
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     assert p.stdout is not None
     out = []
@@ -195,6 +219,7 @@ def test_sigint_tears_down_and_exits_130(tmp_path: Path) -> None:
     kids = _children_of(p.pid)
     assert kids, "the run should have child processes (replicas, HAProxy, load)"
     p.send_signal(signal.SIGINT)
+    t_signal = time.monotonic()
     rest, _ = p.communicate(timeout=60)
     assert p.returncode == 130, "".join(out) + rest
     run_dir = _run_dir(tmp_path)
@@ -207,3 +232,7 @@ def test_sigint_tears_down_and_exits_130(tmp_path: Path) -> None:
     alive = [k for k in kids if Path(f"/proc/{k}").exists()]
     assert not alive, f"children left: {alive}"
     assert not _procs_mentioning(str(run_dir.name))
+    if platform == "docker":
+        left = _labelled_docker_objects(meta["run_id"])
+        assert not left, left
+        assert time.monotonic() - t_signal < 15 + 1
