@@ -134,7 +134,9 @@ def run_trial(loaded: LoadedScenario, strategy: Strategy, trial: int, plat: Plat
                                "detail": detail})
 
     def on_event(ev: DeployEvent) -> None:
-        now = clock.now()
+        # the platform's own timestamp when it has one (Docker's StartedAt, the first
+        # successful probe): polling must not blur start-to-ready or discovery lag
+        now = ev.at if ev.at is not None else clock.now()
         with events_lock:
             if t0_box[0] is None:
                 pending.append((now, ev))  # written with negative t_s once t0 is known
