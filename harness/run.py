@@ -164,9 +164,13 @@ def run_scenario(path: Path, opts: RunOptions) -> int:
         ensure_images(plat.docker)
     run_dir.mkdir(parents=True)
 
+    resolved = sc.model_dump(mode="json")
+    if resolved.get("calibration") is None:
+        from harness.calibrate import stored_capacity
+        resolved["calibration"] = stored_capacity(loaded.path)
     meta: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION, "run_id": run_id, "status": "running",
-        "scenario_file": str(path), "scenario": sc.model_dump(mode="json"),
+        "scenario_file": str(path), "scenario": resolved,
         "platform": plat.name, "strategies": names, "repetitions": repetitions,
         "seed": sc.seed, "versions": _versions(plat), "git_commit": _git_commit(),
         "host": _host(), "started": dt.datetime.now(dt.UTC).isoformat(), "ended": None,
