@@ -47,9 +47,12 @@ def cli() -> None:
 @click.option("--workers", type=click.IntRange(0, 32), default=None,
               help="Locust worker processes (0: one load process).")
 @click.option("--run-id", default=None, help="Name of the run folder (default: generated).")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve the load generator's live figures on 127.0.0.1:PORT/metrics "
+                   "(for Grafana; 0: any free port).")
 def run(scenario: Path, platform: str | None, strategies: str | None,
         repetitions: int | None, out: Path | None, workers: int | None,
-        run_id: str | None) -> None:
+        run_id: str | None, metrics_port: int | None) -> None:
     """Run every strategy × repetition of SCENARIO as a trial and record the results.
 
     Each trial: deploy, wait until ready, warm up, drive the load profile, inject faults,
@@ -60,7 +63,8 @@ def run(scenario: Path, platform: str | None, strategies: str | None,
 
     code = run_scenario(scenario, RunOptions(
         platform=platform, strategies=strategies.split(",") if strategies else None,
-        repetitions=repetitions, out=out, workers=workers, run_id=run_id))
+        repetitions=repetitions, out=out, workers=workers, run_id=run_id,
+        metrics_port=metrics_port))
     sys.exit(code)
 
 

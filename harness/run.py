@@ -42,6 +42,7 @@ class RunOptions:
     out: Path | None = None
     workers: int | None = None
     run_id: str | None = None
+    metrics_port: int | None = None  # the harness's own /metrics on 127.0.0.1; 0: any port
     echo: Callable[[str], None] = print
 
 
@@ -73,6 +74,25 @@ class Stopper:
     @property
     def stopped(self) -> bool:
         return self.event.is_set()
+
+
+def _serve_metrics(port: int | None, meta: dict[str, Any],
+                   echo: Callable[[str], None]) -> Callable[[dict[str, Any]], None] | None:
+    """The load generator's per-second figures as Prometheus gauges on 127.0.0.1:port, for
+    live viewing in Grafana (dashboards/); off unless a port is given."""
+    if port is None:
+        return None
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from harness.report.loadgen_metrics import make_loadgen_metrics
+
+    registry = CollectorRegistry()
+    metrics = make_loadgen_metrics(registry)
+    server, _thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    bound = server.server_address[1]
+    meta["metrics_url"] = f"http://127.0.0.1:{bound}/metrics"
+    echo(f"harness metrics: {meta['metrics_url']}")
+    return metrics.observe_second
 
 
 def new_run_id(name: str, now: dt.datetime) -> str:
@@ -186,7 +206,7 @@ def run_scenario(path: Path, opts: RunOptions) -> int:
 
     stopper = Stopper(sweep_now)
     stopper.install()
-    recorder = Recorder(run_dir, run_id)
+    recorder = Recorder(run_dir, run_id, on_row=_serve_metrics(opts.metrics_port, meta, echo))
     usage0 = resource.getrusage(resource.RUSAGE_SELF)
     wall0 = RealClock().now()
     results: list[TrialResult] = []

@@ -31,8 +31,11 @@ PROGRESS_EVERY_S = 5
 class Recorder:
     """The run's three CSVs; every trial writes through it."""
 
-    def __init__(self, run_dir: Path, run_id: str) -> None:
+    def __init__(self, run_dir: Path, run_id: str,
+                 on_row: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.run_id = run_id
+        # live view of each row (the harness's own /metrics for Grafana), never blocking
+        self.on_row = on_row
         self.timeseries = CsvSink(run_dir / "timeseries.csv", TIMESERIES)
         self.events = CsvSink(run_dir / "events.csv", EVENTS)
         self.decisions = CsvSink(run_dir / "decisions.csv", DECISIONS)
@@ -193,6 +196,8 @@ def run_trial(loaded: LoadedScenario, strategy: Strategy, trial: int, plat: Plat
                 "latency_hist": h.encode(),
             }
             recorder.timeseries.write(row)
+            if recorder.on_row is not None:
+                recorder.on_row(row)
             if s.t_s >= 0:
                 res.requests += s.ok + s.failed
                 res.ok += s.ok

@@ -128,3 +128,20 @@ def test_json_atomic_replaces(tmp_path: Path) -> None:
     write_json_atomic(p, {"status": "complete"})
     assert '"complete"' in p.read_text()
     assert [x.name for x in tmp_path.iterdir()] == ["run.json"]
+
+
+def test_run_serves_loadgen_metrics_on_loopback() -> None:
+    import urllib.request
+
+    from harness.run import _serve_metrics
+
+    meta: dict[str, object] = {}
+    hook = _serve_metrics(0, meta, echo=lambda s: None)
+    assert hook is not None
+    url = str(meta["metrics_url"])
+    assert url.startswith("http://127.0.0.1:")
+    hook({"strategy": "auto", "trial": 1, "t_s": 3, "offered_rps": 600, "ok_rps": 512,
+          "p95_ms": 180.5, "replicas_ready": 4})
+    body = urllib.request.urlopen(url, timeout=5).read().decode()
+    assert 'harness_offered_rps{strategy="auto",trial="1"} 600.0' in body
+    assert "harness_replicas_ready" in body
