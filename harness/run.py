@@ -23,7 +23,7 @@ from typing import Any
 
 from harness import __version__
 from harness.clock import RealClock
-from harness.errors import GateFailed, HarnessError, PrerequisiteError, UsageError
+from harness.errors import GateFailed, HarnessError, UsageError
 from harness.platform import Platform, resolve
 from harness.record.schema import SCHEMA_VERSION
 from harness.record.writer import write_json_atomic
@@ -160,9 +160,11 @@ def run_scenario(path: Path, opts: RunOptions) -> int:
     sc = loaded.scenario
     echo = opts.echo
     plat = resolve(opts.platform or sc.platform)
+    run_one: Callable[..., TrialResult] = run_trial
     if plat.name == "sim":
-        raise PrerequisiteError("the sim platform is not built yet (issue 8); use docker or "
-                                "local")
+        from harness.sim.trial import run_trial_on_sim
+
+        run_one = run_trial_on_sim  # same signature: the queueing model instead of replicas
     echo(f"harness {__version__}: platform {plat.name} ({plat.why})")
     _check_platform_bounds(sc, plat)
     names = [s.name for s in sc.strategies]
@@ -216,8 +218,8 @@ def run_scenario(path: Path, opts: RunOptions) -> int:
             for name in trial_order(names, rep):
                 if stopper.stopped:
                     break
-                res = run_trial(loaded, sc.strategy(name), rep, plat, recorder, stopper,
-                                workers=opts.workers, echo=echo)
+                res = run_one(loaded, sc.strategy(name), rep, plat, recorder, stopper,
+                              workers=opts.workers, echo=echo)
                 results.append(res)
                 meta["trials"].append(res.as_dict())
                 meta["warnings"].extend(res.warnings)
