@@ -207,3 +207,8 @@ def test_bad_share_and_mode() -> None:
 def test_profile_dict_round_trip() -> None:
     p = spike().with_warmup(2, 30)
     assert Profile.from_dict(p.to_dict()) == p
+
+
+def test_warmup_needs_a_profile_starting_at_zero() -> None:
+    with pytest.raises(ProfileError, match="starts at 2"):
+        Profile.constant(10, 5, start_s=2).with_warmup(1, 10)

@@ -244,6 +244,9 @@ class Profile:
         ``warmup_value``; warm-up times are negative."""
         if warmup_s <= 0:
             return self
+        if self.start_s != 0:
+            raise ProfileError(f"a warm-up goes before a profile that starts at t=0 "
+                               f"(this one starts at {self.start_s:g})")
         if warmup_value < 0:
             raise ProfileError(f"warm-up rate {warmup_value:g} is negative")
         pts = [(-warmup_s, warmup_value), (0.0, warmup_value), *self.points]

@@ -49,8 +49,8 @@ from harness.load.stats import SaturationDetector, SecondBook, classify_failure
 log = logging.getLogger("harness.load.child")
 
 CLOSE_GRACE_S = 0.25  # a second is closed this long after it ended (greenlets catch up)
-LAG_PROBE_S = 0.1
-SCHED_QUANTUM_S = 0.001  # event-loop lateness probe period
+LAG_PROBE_S = 0.1  # event-loop lateness probe period
+SCHED_QUANTUM_S = 0.001  # the scheduler's shortest sleep (libev's epoll resolution)
 monotonic = time.monotonic
 
 
