@@ -91,6 +91,7 @@ class SimDeployer:
         self._rng = np.random.default_rng(seed)
         self.max_replicas = max_replicas
         self._reps: list[_Rep] = []
+        self._by_id: dict[str, _Rep] = {}
         self._desired = spec.replicas
         self._seq = itertools.count(1)
         self._instances = itertools.count(1)
@@ -117,10 +118,14 @@ class SimDeployer:
         heapq.heappush(self._heap, (t, next(self._tie), action, rep.id, rep.life))
 
     def _find(self, rid: str) -> _Rep:
-        for r in self._reps:
-            if r.id == rid:
-                return r
+        rep = self._by_id.get(rid)
+        if rep is not None:
+            return rep
         raise DeployError(f"no replica {rid!r} in this {self.kind} deployment")
+
+    def _forget(self, rep: _Rep) -> None:
+        self._reps.remove(rep)
+        del self._by_id[rep.id]
 
     def _lb_changed(self) -> None:
         self.members_version += 1
@@ -133,6 +138,7 @@ class SimDeployer:
         rep.known_to_lb = initial  # the deploy waits for the LB to know its first replicas
         rep.replaces = replaces
         self._reps.append(rep)
+        self._by_id[rep.id] = rep
         self._schedule(at, "create", rep)
         return rep
 
@@ -145,7 +151,7 @@ class SimDeployer:
         """Apply every scheduled change due at or before ``now``."""
         while self._heap and self._heap[0][0] <= now:
             t, _, action, rid, life = heapq.heappop(self._heap)
-            rep = next((r for r in self._reps if r.id == rid), None)
+            rep = self._by_id.get(rid)
             if rep is None or rep.life != life:
                 continue  # that life ended (crash, scale-down) before this came due
             self._apply(t, action, rep)
@@ -167,7 +173,7 @@ class SimDeployer:
                        f"restarts={rep.restarts} after_s={t - (rep.exited_at or t):.2f}", t)
             self._after_start(t, rep, new_address=False)
         elif action == "replace":
-            self._reps.remove(rep)
+            self._forget(rep)
             self._world.release_slot(rep.slot, t)
             self._new(t, replaces=rep.id)  # Swarm's new task; due now, so applied next
         elif action == "ready":
@@ -242,7 +248,7 @@ class SimDeployer:
 
     def _stop_for_scale(self, t: float, rep: _Rep) -> None:
         """Scale-down: out of the LB first, then stopped; what it holds finishes (grace)."""
-        self._reps.remove(rep)
+        self._forget(rep)
         rep.life += 1
         rep.stopped_for_good = True
         if rep.in_lb:

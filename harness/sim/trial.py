@@ -62,7 +62,7 @@ def run_sim_trial(loaded: LoadedScenario, strategy: Strategy, trial: int,
     deploy_lead = (app.startup_s + params.container_start_s[1] + params.lb_check_s[1]
                    + READY_SLACK_S)
     t_deploy = math.floor((first_s - deploy_lead) * tps) / tps
-    clock = FakeClock(start=t_deploy, wall_offset=WALL_OFFSET)
+    clock = SimClock(start=t_deploy, wall_offset=WALL_OFFSET)
     # one seed per trial and purpose, so changing one part does not reshuffle the others
     seed = (sc.seed * 1_000_003 + trial * 7919) % 2**32
     world = SimWorld(app, load, params, seed=seed, first_s=first_s)
@@ -178,10 +178,18 @@ def run_sim_trial(loaded: LoadedScenario, strategy: Strategy, trial: int,
     return res
 
 
-def _set(clock: FakeClock, t: float) -> None:
-    # exactly k / tps: summing tick lengths drifts, and a fault due at 95 s must not wait
-    # for the tick after 94.99999…
-    clock.advance(t - clock.now())
+class SimClock(FakeClock):
+    """The simulated clock: a FakeClock the loop sets to each tick's exact time (summing
+    tick lengths drifts, and a fault due at 95 s must not wait for the tick after
+    94.99999…)."""
+
+    def set(self, t: float) -> None:
+        with self._lock:
+            self._t = t
+
+
+def _set(clock: SimClock, t: float) -> None:
+    clock.set(t)
 
 
 def _row(s: SimSecond, deployer: SimDeployer, recorder: Recorder, key: dict[str, Any],
@@ -214,7 +222,7 @@ def _row(s: SimSecond, deployer: SimDeployer, recorder: Recorder, key: dict[str,
         res.replicas_max = max(res.replicas_max, ready)
 
 
-def _controller(strategy: Strategy, deployer: SimDeployer, clock: FakeClock,
+def _controller(strategy: Strategy, deployer: SimDeployer, clock: SimClock,
                 key: dict[str, Any], recorder: Recorder,
                 snap: dict[str, float | None]) -> Any:
     """The real Controller (policy from the registry, our metric source via the
