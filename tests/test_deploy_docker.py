@@ -105,6 +105,8 @@ def record(kind: str, key: str, value: Any) -> None:
     data = json.loads(f.read_text()) if f.exists() else {}
     data.setdefault(kind, {})[key] = value
     f.write_text(json.dumps(data, indent=1, sort_keys=True))
+    with open(ARTIFACTS / "deploy_measurements_history.jsonl", "a") as h:
+        h.write(json.dumps({"kind": kind, "key": key, "value": value}) + "\n")
     print(f"[{kind}] {key} = {value}")
 
 
@@ -139,7 +141,9 @@ def test_deployer_end_to_end(kind: str, docker_client: Any, new_run_id: Any) -> 
         assert wait_until(lambda: lb_routes(d) >= {r.address for r in ready(d)},
                           LB_FOLLOW_S + 5) is not None
         assert set(served_by(d.lb_url(), 30)) == ids
-        assert wait_until(lambda: prometheus_sees(d, ready(d)), 15) is not None
+        assert d.lb_ready_replicas() == ids
+        assert {d.instance_of(r) for r in ready(d)} == set(d.metrics_targets().values())
+        assert wait_until(lambda: prometheus_sees(d, ready(d)), 20) is not None
 
         # ── scale 2 → 5 ───────────────────────────────────────────────────────────
         t_cmd = time.time()
@@ -160,7 +164,7 @@ def test_deployer_end_to_end(kind: str, docker_client: Any, new_run_id: Any) -> 
         record(kind, "scale_up_command_to_all_serving_s", round(time.time() - t_cmd, 2))
         record(kind, "start_to_ready_s", sorted(round((r.ready_at or 0) - (r.started_at or 0),
                                                       2) for r in five))
-        assert wait_until(lambda: prometheus_sees(d, five), 15) is not None
+        assert wait_until(lambda: prometheus_sees(d, five), 20) is not None
         record(kind, "scale_up_command_to_prometheus_all_s", round(time.time() - t_cmd, 2))
 
         # ── scale 5 → 2 ───────────────────────────────────────────────────────────
@@ -185,7 +189,8 @@ def test_deployer_end_to_end(kind: str, docker_client: Any, new_run_id: Any) -> 
             # dead and never replaced; HAProxy takes it out of rotation
             assert wait_until(lambda: any(r.id == victim.id and r.state == ReplicaState.EXITED
                                           for r in d.replicas()), 10) is not None
-            assert wait_until(lambda: victim.address not in lb_routes(d), 5) is not None
+            # checks only (no traffic here): ≤ ~3.5 s idle, more on a busy machine
+            assert wait_until(lambda: victim.address not in lb_routes(d), 10) is not None
             record(kind, "crash_lb_out_of_rotation_s", round(time.time() - t_crash, 2))
             time.sleep(5)
             reps = {r.id: r for r in (d._snapshot()[0])}
@@ -215,7 +220,7 @@ def test_deployer_end_to_end(kind: str, docker_client: Any, new_run_id: Any) -> 
             assert wait_until(lambda: set(served_by(d.lb_url(), 10)) == {r.id for r in back},
                               10, 0) is not None
         running = [r for r in d.replicas() if r.state == ReplicaState.READY]
-        assert wait_until(lambda: prometheus_sees(d, running), 15) is not None
+        assert wait_until(lambda: prometheus_sees(d, running), 20) is not None
 
         # the watcher saw the crash and, where it happens, the recovery
         watcher.stop()

@@ -459,6 +459,8 @@ class DockerDeployerBase:
     # ── extras: metrics targets, LB view ─────────────────────────────────────────
     def instance_of(self, replica: str | Replica) -> str:
         """Prometheus' `instance` label of a replica ("ip:port"; KeyError if gone)."""
+        if not isinstance(replica, str) and replica.address:
+            return replica.address  # a snapshot from replicas() already knows it
         rid = replica if isinstance(replica, str) else replica.id
         for r in self.replicas():
             if r.id == rid and r.address:

@@ -86,7 +86,7 @@ def render_config(servers: StaticServers | DnsServers, s: HAProxySettings | None
     # fastinter: re-check a failing server sooner; observe layer4: a connection error of
     # real traffic takes the server out at once (its request is re-sent elsewhere)
     check = (f"check inter {_ms(s.check_inter_s)} fastinter {_ms(s.check_inter_s / 2)} "
-             f"fall {s.fall} rise {s.rise} observe layer4 error-limit 1 on-error mark-down")
+             f"fall {s.fall} rise {s.rise} observe layer4 error-limit 2 on-error mark-down")
     resolvers = ""
     if isinstance(servers, DnsServers):
         hold = _ms(s.dns_hold_valid_s)
