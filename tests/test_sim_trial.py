@@ -110,12 +110,15 @@ def test_events_follow_each_kinds_restart_semantics(spike_run: Path) -> None:
             assert not after["kind"].isin(["replica_restarted", "replica_started"]).any()
         elif strat == "compose":
             rs = after[(after["kind"] == "replica_restarted") & (after["replica"] == victim)]
-            assert len(rs) == 1 and rs["t_s"].iloc[0] == pytest.approx(30.1, abs=0.06)
+            # Docker's first back-off (0.1 s) plus the engine's restart lag (0.1–0.5 s)
+            assert len(rs) == 1 and 30.2 <= rs["t_s"].iloc[0] <= 30.65
             ready = after[(after["kind"] == "replica_ready") & (after["replica"] == victim)]
+            # container start (0.3–0.5 s) + STARTUP_S (1 s)
             assert ready["t_s"].iloc[0] - rs["t_s"].iloc[0] == pytest.approx(1.4, abs=0.11)
         else:
             new = after[after["detail"].str.contains(f"replaces={victim}")]
-            assert len(new) == 1 and new["t_s"].iloc[0] == pytest.approx(31.0, abs=0.06)
+            # restart_delay_s (1 s) plus Swarm's rescheduling (0.2–0.9 s)
+            assert len(new) == 1 and 31.2 <= new["t_s"].iloc[0] <= 31.95
     ready0 = ev[(ev["kind"] == "replica_ready") & (ev["t_s"] < 0)]
     assert len(ready0) >= 9  # every first replica became ready before the load
 

@@ -304,10 +304,12 @@ class SimDeployer:
         rep.stopped_for_good = for_good
         what = "stays dead"
         if d.action == "restart_same":
-            self._schedule(now + d.delay_s, "restart", rep)
+            self._schedule(now + d.delay_s + self._draw(self.params.restart_lag_s), "restart",
+                           rep)
             what = f"restart_in_s={d.delay_s:g}"
         elif d.action == "replace_new":
-            self._schedule(now + d.delay_s, "replace", rep)
+            self._schedule(now + d.delay_s + self._draw(self.params.reschedule_lag_s),
+                           "replace", rep)
             what = f"replace_in_s={d.delay_s:g}"
         self._emit("replica_exited", rep.id,
                    f"exit_code={SIGKILL_EXIT} restarts={rep.restarts} ran_s={ran_s:.2f} "

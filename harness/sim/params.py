@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 Range = tuple[float, float]
+RANGES = ("container_start_s", "lb_check_s", "dns_discovery_s", "prom_discovery_s",
+          "scale_command_s", "restart_lag_s", "reschedule_lag_s")
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,10 @@ class SimParams:
     # `docker-compose up --scale` / `docker service update --replicas` until the new
     # containers start (the compose command took 1.9 s for 3 → 6 on this machine)
     scale_command_s: Range = (0.5, 1.5)
+    # after a crash, beyond the restart policy's own delay (Docker's back-off, the
+    # strategy's restart_delay_s): the engine noticing the exit and creating the container
+    restart_lag_s: Range = (0.1, 0.5)
+    reschedule_lag_s: Range = (0.2, 0.9)  # Swarm: a new task for the failed one
     # HAProxy retries a refused connection on another server (retry-on conn-failure,
     # option redispatch) and marks the dead one down at once (observe layer4): a crashed
     # replica costs only what was inside it. False: requests routed to a dead replica fail
@@ -53,8 +59,7 @@ class SimParams:
         if not 0.001 <= self.tick_s <= 1.0 or abs(tps * self.tick_s - 1) > 1e-9:
             raise ValueError(f"tick_s={self.tick_s}: must divide one second (e.g. 0.01, 0.05, "
                              "0.1)")
-        for name in ("container_start_s", "lb_check_s", "dns_discovery_s",
-                     "prom_discovery_s", "scale_command_s"):
+        for name in RANGES:
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi:
                 raise ValueError(f"{name}={lo, hi}: need 0 ≤ low ≤ high")
@@ -65,3 +70,6 @@ class SimParams:
 
     def with_(self, **kw: Any) -> SimParams:
         return replace(self, **kw)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
