@@ -159,8 +159,9 @@ class Strategy(Strict):
                                                               "without an autoscaler)")
     autoscaler: AutoscalerSpec | None = None
     restart_delay_s: float = Field(1.0, ge=0, le=600,
-                                   description="local/sim platforms: delay before a "
-                                               "crashed replica is restarted")
+                                   description="orchestrated: the orchestrator's delay before "
+                                               "it replaces a crashed replica (Swarm's "
+                                               "restart delay; local/sim emulate it)")
 
     @field_validator("name")
     @classmethod
