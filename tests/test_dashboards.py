@@ -256,7 +256,7 @@ def test_provisioning_points_at_the_mounted_dashboards() -> None:
     assert source["url"] == "${PROMETHEUS_URL}"
     prov = yaml.safe_load((DASH / "grafana/provisioning/dashboards/harness.yml").read_text())
     path = prov["providers"][0]["options"]["path"]
-    compose = yaml.safe_load((DASH / "compose-observability.yml").read_text())
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     g = compose["services"]["grafana"]
     assert g["profiles"] == ["observability"]
     mounts = {v.split(":")[1]: v.split(":")[0] for v in g["volumes"]}
@@ -270,13 +270,13 @@ def test_provisioning_points_at_the_mounted_dashboards() -> None:
     assert g["labels"]["harness.managed"] == "true"
 
 
-def test_compose_snippet_is_valid_for_compose() -> None:
+def test_compose_file_with_observability_profile_is_valid() -> None:
     exe = shutil.which("docker-compose")
     if exe is None:
         pytest.skip("docker-compose is not installed")
-    r = subprocess.run([exe, "-f", str(DASH / "compose-observability.yml"),
+    r = subprocess.run([exe, "-f", str(ROOT / "docker-compose.yml"),
                         "--project-directory", str(ROOT), "--profile", "observability",
                         "config", "--services"], capture_output=True, text=True, timeout=60,
                        cwd=ROOT)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["grafana"]
+    assert "grafana" in r.stdout.split()
