@@ -117,8 +117,8 @@ def _verdict(metric: str, real: float, sim: float) -> str:
 
 
 def compare(real: pd.DataFrame, sims: dict[str, pd.DataFrame]) -> tuple[str, list[dict]]:
-    metrics = ["throughput_rps", "p95_spike_ms", "p95_ms", "failures"] + sorted(
-        c for c in real.columns if c.startswith("recovery_s_"))
+    recoveries = sorted(c for c in real.columns if c.startswith("recovery_s_"))
+    metrics = ["throughput_rps", "p95_spike_ms", "p95_ms", "failures", *recoveries]
     lines = ["| strategy | metric | real | " + " | ".join(
         f"sim {k} (mean [min–max])" for k in sims) + " | " + " | ".join(
         f"Δ {k}" for k in sims) + " |",

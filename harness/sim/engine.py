@@ -104,20 +104,45 @@ class SimWorld:
         self._free.append(slot)
 
     def lose(self, slot: int, t: float) -> None:
+        """The replica in ``slot`` died at t (it already left the LB rotation). What was
+        inside it and still awaited: HAProxy re-sends it to another server (retry-on
+        empty-response, option redispatch), latency counted from the original send; without
+        retries (or without a server left) the client gets a 502."""
         lost = self.bank.crash(slot, t)
         if lost.done.size == 0:
             return
         self.book.remove(lost.done, lost.lat_ms, lost.code)
         self._count_done(lost.done, -1)
-        done = np.full(lost.done.size, t + self.overhead_s)
-        lat = (done - lost.arrival) * 1000.0
-        code = np.full(lost.done.size, STATUS, np.int8)  # HAProxy: 502 Bad Gateway
-        self.book.add(done, lat, code)
-        self._count_done(done, 1)
+        members = self.members() if callable(self.members) else np.zeros(0, np.int64)
+        n = lost.done.size
+        if self.params.lb_retries and members.size:
+            order = np.argsort(lost.arrival, kind="stable")
+            origin, users = lost.arrival[order], lost.user[order]
+            res = self._dispatch(members, np.full(n, t), users if self.closed else None, t,
+                                 origin=origin)
+        else:
+            done = np.full(n, t + self.overhead_s)
+            res = Served(done, (done - lost.arrival) * 1000.0,
+                         np.full(n, STATUS, np.int8))  # HAProxy: 502 Bad Gateway
+            users = lost.user
+        self.book.add(res.done, res.lat_ms, res.code)
+        self._count_done(res.done, 1)
         if self.closed:
-            users = lost.user[lost.user >= 0]
-            live = users[users < self._active]
-            self.next_send[live] = t + self.overhead_s + self.think_s
+            live = (users >= 0) & (users < self._active)
+            self.next_send[users[live]] = res.done[live] + self.think_s
+
+    def _dispatch(self, members: np.ndarray, arrival: np.ndarray, user: np.ndarray | None,
+                  t: float, origin: np.ndarray | None = None) -> Served:
+        """The LB spreads these arrivals over ``members``; the replicas serve them."""
+        n = arrival.size
+        if self.balancer.policy == "leastconn":
+            conns = self.bank.outstanding(members, t)
+        else:
+            conns = np.zeros(members.size, np.int64)
+        slots = members[self.balancer.assign(n, conns)]
+        service = self.app.service_times(self.rng, n)
+        return self.bank.serve(slots, arrival, service, user, overhead_s=self.overhead_s,
+                               timeout_s=self.timeout_s, origin=origin)
 
     # -- the tick -------------------------------------------------------------------------
 
@@ -154,14 +179,7 @@ class SimWorld:
             done = arrival + self.overhead_s
             res = Served(done, np.full(n, self.params.overhead_ms), np.full(n, STATUS, np.int8))
         else:
-            if self.balancer.policy == "leastconn":
-                conns = self.bank.outstanding(members, t)
-            else:
-                conns = np.zeros(members.size, np.int64)
-            slots = members[self.balancer.assign(n, conns)]
-            service = self.app.service_times(self.rng, n)
-            res = self.bank.serve(slots, arrival, service, user, overhead_s=self.overhead_s,
-                                  timeout_s=self.timeout_s)
+            res = self._dispatch(members, arrival, user, t)
         self.book.add(res.done, res.lat_ms, res.code)
         self._count_done(res.done, 1)
         if user is not None:

@@ -192,7 +192,7 @@ class Served:
 class Lost:
     """Requests a crash cut off: how they had been booked, and who sent them."""
 
-    arrival: np.ndarray
+    arrival: np.ndarray  # when the client sent it
     done: np.ndarray
     lat_ms: np.ndarray
     code: np.ndarray
@@ -287,13 +287,15 @@ class QueueBank:
     # -- serving ---------------------------------------------------------------------------
 
     def serve(self, slot_of: np.ndarray, arrival: np.ndarray, service: np.ndarray,
-              user: np.ndarray | None, *, overhead_s: float, timeout_s: float) -> Served:
+              user: np.ndarray | None, *, overhead_s: float, timeout_s: float,
+              origin: np.ndarray | None = None) -> Served:
         """Serve arrivals (sorted by time, all within one tick) at the given slots.
 
         Latency as the client measures it: from the arrival (the intended send time) to the
         answer, plus ``overhead_s`` (LB, network, HTTP). A request whose answer would come
         after ``timeout_s`` fails as a timeout at arrival + timeout (the server still works
-        on it, as a real server does once it accepted the request).
+        on it, as a real server does once it accepted the request). ``origin``: when the
+        client sent it, if earlier than its arrival here (a request the LB re-sends).
         """
         k = arrival.size
         done = np.empty(k)
@@ -319,6 +321,7 @@ class QueueBank:
             idx = perm[bounds[r]:bounds[r + 1]]
             rows = slot_of[idx]
             a = arrival[idx]
+            o = a if origin is None else origin[idx]
             fr = self.free[rows]
             j = fr.argmin(axis=1)
             fmin = fr[np.arange(idx.size), j]
@@ -329,13 +332,13 @@ class QueueBank:
                 full = fmin > a
             start = np.maximum(a, fmin)
             end = start + service[idx]
-            lt = end - a + overhead_s
+            lt = end - o + overhead_s
             timed = lt > timeout_s
-            d = np.where(timed, a + timeout_s, a + lt)
+            d = np.where(timed, o + timeout_s, o + lt)
             c = np.where(timed, TIMEOUT, OK).astype(np.int8)
             if full.any():
                 d[full] = a[full] + overhead_s
-                lt[full] = overhead_s
+                lt[full] = d[full] - o[full]
                 c[full] = STATUS
                 rejected[idx[full]] = True
             lt = np.minimum(lt, timeout_s)
@@ -346,7 +349,7 @@ class QueueBank:
             ra = rows[adm]
             pa = p[adm]
             self.free[ra, j[adm]] = end[adm]
-            self.r_arr[ra, pa] = a[adm]
+            self.r_arr[ra, pa] = o[adm]
             self.r_start[ra, pa] = start[adm]
             self.r_end[ra, pa] = end[adm]
             self.r_done[ra, pa] = d[adm]

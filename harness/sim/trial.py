@@ -91,10 +91,19 @@ def run_sim_trial(loaded: LoadedScenario, strategy: Strategy, trial: int,
     acc = {"ok": 0, "failed": 0, "offered": 0.0}
     try:
         deployer.deploy()
+        controller: Any = None
+        source: Any = None
+        if strategy.autoscaler is not None:
+            controller = _controller(strategy, deployer, clock, key, recorder, snap)
+            source = deployer.source
         k = round(t_deploy * tps)
         k_first = first_s * tps
+        next_scrape = k / tps  # Prometheus runs from the deploy on: it sees idle replicas
         while k < k_first:  # start-up: replicas come up before the load starts
             deployer.advance(k / tps)
+            if source is not None and k / tps >= next_scrape - 1e-9:
+                source.scrape(k / tps)
+                next_scrape += params.scrape_interval_s
             k += 1
             _set(clock, k / tps)
         deployer.advance(k / tps)
@@ -120,14 +129,8 @@ def run_sim_trial(loaded: LoadedScenario, strategy: Strategy, trial: int,
             timeline = FaultTimeline(planned, deployer, clock, 0.0,
                                      seed=sc.seed * 1000 + trial,
                                      on_fault=lambda t, kd, r, d: write_event(t, kd, r, d))
-        controller: Any = None
-        source: Any = None
-        if strategy.autoscaler is not None:
-            controller = _controller(strategy, deployer, clock, key, recorder, snap)
-            source = deployer.source
         interval = strategy.autoscaler.interval_s if strategy.autoscaler else math.inf
-        next_ctrl = k / tps
-        next_scrape = k / tps
+        next_ctrl = k / tps  # the controller starts with the load (warm-up included)
         drain_until = last_s + math.ceil(load.timeout_s) + 1
         while True:
             t = k / tps
