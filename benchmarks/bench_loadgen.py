@@ -233,6 +233,8 @@ def main() -> int:
         extra = [f"failures={r['failures']}", f"dropped={r['dropped']}",
                  f"saturated={r['saturated']}",
                  f"per-second totals == Locust's: {r['per_s_equal_locust']}"]
+        if "rate" in r:
+            extra.insert(0, f"paced rate {r['rate']:.0f} req/s")
         print(f"  {names[key][:3]}  " + ", ".join(extra))
     print("\ntarget (harness >= 85% of bare Locust, per core):", "met" if ok else "NOT met")
     return 0
