@@ -174,6 +174,7 @@ class LoadCore:
         ``index`` of ``of`` (None: none, e.g. a worker that joined late)."""
         self.t0 = t0_monotonic
         self._cpu = CpuSampler()
+        self.book.closed_below = self.first_s  # the master may have moved the first second
         if self.open and index is not None:
             self.sched = SlotSchedule(self.profile, index=index, of=of, mode=self.spec.arrival,
                                       seed=self.spec.seed)
