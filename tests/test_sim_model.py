@@ -169,7 +169,8 @@ def test_crash_returns_what_was_inside_and_empties_the_replica() -> None:
     slots = np.array([0, 0, 0, 1, 0])
     r = bank.serve(slots, at, np.full(5, 0.1), None, overhead_s=0.0, timeout_s=10)
     assert r.done == pytest.approx([0.1, 0.11, 0.2, 0.13, 0.21])
-    lost = bank.crash(0, 0.105)  # the first finished; two in service, none queued
+    # at 0.105 the first has finished; two are in service, one waits
+    lost = bank.crash(0, 0.105, overhead_s=0.0, timeout_s=10)
     assert sorted(lost.done.tolist()) == pytest.approx([0.11, 0.2, 0.21])
     assert bank.outstanding(np.array([0, 1]), 0.105).tolist() == [0, 1]
 

@@ -108,7 +108,8 @@ class SimWorld:
         inside it and still awaited: HAProxy re-sends it to another server (retry-on
         empty-response, option redispatch), latency counted from the original send; without
         retries (or without a server left) the client gets a 502."""
-        lost = self.bank.crash(slot, t)
+        lost = self.bank.crash(slot, t, overhead_s=self.overhead_s,
+                               timeout_s=self.timeout_s)
         if lost.done.size == 0:
             return
         self.book.remove(lost.done, lost.lat_ms, lost.code)

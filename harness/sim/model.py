@@ -178,6 +178,19 @@ class SecondBook:
         return out
 
 
+def outcome(origin: np.ndarray, end: np.ndarray, overhead_s: float, timeout_s: float
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(done, latency ms, code) of admitted requests as the client sees them: the answer
+    at end + overhead, or a timeout at origin + timeout. One function for booking and for
+    un-booking after a crash, so both give bit-identical floats."""
+    lt = end - origin + overhead_s
+    timed = lt > timeout_s
+    done = np.where(timed, origin + timeout_s, origin + lt)
+    lat_ms = np.minimum(lt, timeout_s) * 1000.0
+    code = np.where(timed, TIMEOUT, OK).astype(np.int8)
+    return done, lat_ms, code
+
+
 @dataclass
 class Served:
     """What happened to a batch of arrivals, in their input order."""
@@ -203,7 +216,7 @@ class QueueBank:
     """One FIFO multi-server queue per slot (a replica life occupies a slot).
 
     Per slot: when each server finishes its last assigned request (``free``), and a ring of
-    the most recently admitted requests (arrival, start, end, client done, code, user), long
+    the most recently admitted requests (sent at, start, end, user), long
     enough to hold every request still in the system (≤ workers + queue_limit, plus a margin
     for long service times overtaken by shorter ones) — what a crash must turn into failures.
     """
@@ -218,9 +231,6 @@ class QueueBank:
         self.r_arr = np.zeros((0, self.m))
         self.r_start = np.zeros((0, self.m))
         self.r_end = np.zeros((0, self.m))
-        self.r_done = np.zeros((0, self.m))
-        self.r_lat = np.zeros((0, self.m))  # ms, exactly as booked
-        self.r_code = np.zeros((0, self.m), np.int8)
         self.r_user = np.zeros((0, self.m), np.int32)
         self.ptr = np.zeros(0, np.int64)
         self.received = np.zeros(0, np.int64)  # requests that reached the replica (counter)
@@ -249,9 +259,6 @@ class QueueBank:
         self.r_arr = ext(self.r_arr, -np.inf)
         self.r_start = ext(self.r_start, -np.inf)
         self.r_end = ext(self.r_end, -np.inf)
-        self.r_done = ext(self.r_done, -np.inf)
-        self.r_lat = ext(self.r_lat, 0.0)
-        self.r_code = ext(self.r_code, 0)
         self.r_user = ext(self.r_user, -1)
         self.ptr = ext(self.ptr, 0)
         self.received = ext(self.received, 0)
@@ -262,7 +269,7 @@ class QueueBank:
     def reset(self, slot: int) -> None:
         """An empty replica in this slot (a new life: nothing queued, all servers idle)."""
         self.free[slot] = -np.inf
-        for a in (self.r_arr, self.r_start, self.r_end, self.r_done):
+        for a in (self.r_arr, self.r_start, self.r_end):
             a[slot] = -np.inf
         self.r_user[slot] = -1
         self.ptr[slot] = 0
@@ -298,13 +305,11 @@ class QueueBank:
         client sent it, if earlier than its arrival here (a request the LB re-sends).
         """
         k = arrival.size
-        done = np.empty(k)
-        lat = np.empty(k)
-        code = np.empty(k, np.int8)
-        rejected = np.zeros(k, bool)
         if k == 0:
-            return Served(done, lat, code, rejected)
+            z = np.zeros(0)
+            return Served(z, z, np.zeros(0, np.int8), np.zeros(0, bool))
         np.add.at(self.received, slot_of, 1)
+        origin = arrival if origin is None else origin
         # order by (rank within its replica, replica): round r = the r-th arrival of each
         order = np.argsort(slot_of, kind="stable")
         ss = slot_of[order]
@@ -316,12 +321,13 @@ class QueueBank:
         rk = rank[o2]
         bounds = np.searchsorted(rk, np.arange(int(rk[-1]) + 2))
         q, m = self.q, self.m
-        users = user if user is not None else None
+        end_all = np.empty(k)
+        full_all = np.zeros(k, bool)
+        # Only what the recursion needs happens per round; outcomes are computed once after
         for r in range(len(bounds) - 1):
             idx = perm[bounds[r]:bounds[r + 1]]
             rows = slot_of[idx]
             a = arrival[idx]
-            o = a if origin is None else origin[idx]
             fr = self.free[rows]
             j = fr.argmin(axis=1)
             fmin = fr[np.arange(idx.size), j]
@@ -332,44 +338,41 @@ class QueueBank:
                 full = fmin > a
             start = np.maximum(a, fmin)
             end = start + service[idx]
-            lt = end - o + overhead_s
-            timed = lt > timeout_s
-            d = np.where(timed, o + timeout_s, o + lt)
-            c = np.where(timed, TIMEOUT, OK).astype(np.int8)
+            end_all[idx] = end
             if full.any():
-                d[full] = a[full] + overhead_s
-                lt[full] = d[full] - o[full]
-                c[full] = STATUS
-                rejected[idx[full]] = True
-            lt = np.minimum(lt, timeout_s)
-            done[idx] = d
-            lat[idx] = lt
-            code[idx] = c
-            adm = ~full
-            ra = rows[adm]
-            pa = p[adm]
-            self.free[ra, j[adm]] = end[adm]
-            self.r_arr[ra, pa] = o[adm]
-            self.r_start[ra, pa] = start[adm]
-            self.r_end[ra, pa] = end[adm]
-            self.r_done[ra, pa] = d[adm]
-            self.r_lat[ra, pa] = lt[adm] * 1000.0
-            self.r_code[ra, pa] = c[adm]
-            if users is not None:
-                self.r_user[ra, pa] = users[idx][adm]
-            self.ptr[ra] = (pa + 1) % m
-            if self.lat_bounds is not None:
-                b = np.searchsorted(self.lat_bounds, (end - a)[adm])
-                np.add.at(self.lat_counts, (ra, b), 1)
-        return Served(done, lat * 1000.0, code, rejected)
+                full_all[idx] = full
+                adm = ~full
+                rows, p, j, start, end, idx = (rows[adm], p[adm], j[adm], start[adm],
+                                               end[adm], idx[adm])
+            self.free[rows, j] = end
+            self.r_arr[rows, p] = origin[idx]
+            self.r_start[rows, p] = start
+            self.r_end[rows, p] = end
+            if user is not None:
+                self.r_user[rows, p] = user[idx]
+            self.ptr[rows] = (p + 1) % m
+        done, lat_ms, code = outcome(origin, end_all, overhead_s, timeout_s)
+        if full_all.any():
+            # 503 at once, when it reached the replica
+            done[full_all] = arrival[full_all] + overhead_s
+            lat_ms[full_all] = (done[full_all] - origin[full_all]) * 1000.0
+            code[full_all] = STATUS
+        if self.lat_bounds is not None:
+            adm = ~full_all
+            b = np.searchsorted(self.lat_bounds, (end_all - arrival)[adm])
+            np.add.at(self.lat_counts, (slot_of[adm], b), 1)
+        return Served(done, lat_ms, code, full_all)
 
-    def crash(self, slot: int, t: float) -> Lost:
+    def crash(self, slot: int, t: float, *, overhead_s: float, timeout_s: float) -> Lost:
         """The replica in ``slot`` dies at t: every request in it whose client still waits
-        is lost (HAProxy answers 502 when the server's connection dies). Returns how those
-        were booked, so the caller can re-book them; the slot is emptied."""
-        sel = (self.r_end[slot] > t) & (self.r_done[slot] > t)
-        lost = Lost(arrival=self.r_arr[slot, sel].copy(), done=self.r_done[slot, sel].copy(),
-                    lat_ms=self.r_lat[slot, sel].copy(), code=self.r_code[slot, sel].copy(),
-                    user=self.r_user[slot, sel].copy())
+        is lost. Returns how those were booked (recomputed exactly as ``serve`` computed
+        them), so the caller can re-book them; the slot is emptied."""
+        origin, end = self.r_arr[slot], self.r_end[slot]
+        inside = end > t
+        done, lat_ms, code = outcome(origin[inside], end[inside], overhead_s, timeout_s)
+        waiting = done > t
+        lost = Lost(arrival=origin[inside][waiting], done=done[waiting],
+                    lat_ms=lat_ms[waiting], code=code[waiting],
+                    user=self.r_user[slot][inside][waiting].copy())
         self.reset(slot)
         return lost
