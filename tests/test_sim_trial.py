@@ -288,3 +288,63 @@ def test_examples_load(tmp_path: Path) -> None:
     big = load_scenario(ROOT / "examples" / "big.yaml").scenario
     assert max(s.rps or 0 for s in big.load.stages) >= 10_000
     assert max(s.max_replicas for s in big.strategies) >= 200
+
+
+METRIC = """
+name: metric
+seed: 4
+app:
+  env: {WORKERS: 4, SERVICE_MS: 50, QUEUE_LIMIT: 50}
+load:
+  warmup_s: 0
+  stages:
+    - {duration_s: 40, rps: 200}
+strategies:
+  - name: watched
+    kind: orchestrated
+    replicas: 4
+    autoscaler: {policy: hpa, metric: METRIC, target: TARGET, min_replicas: 4,
+                 max_replicas: 4, interval_s: 5, window_s: 10}
+"""
+
+
+@pytest.mark.parametrize(
+    ("metric", "target", "lo", "hi"),
+    [
+        ("utilization", 0.6, 0.55, 0.70),  # 50 req/s × 50 ms / 4 workers = 0.625
+        ("rps", 50, 45, 55),  # 200 req/s over 4 replicas
+        ("latency_p95_ms", 200, 140, 260),  # M/M/4 at 62.5 %: ~150 ms service tail + waits
+        ("cpu", 0.1, 0.01, 0.02),  # 50 req/s × 0.3 ms of HTTP handling
+    ],
+    ids=["utilization", "rps", "latency_p95_ms", "cpu"],
+)
+def test_metric_presets_read_the_model_as_prometheus_would(
+        tmp_path: Path, metric: str, target: float, lo: float, hi: float) -> None:
+    run_one(tmp_path, METRIC.replace("METRIC", metric).replace("TARGET", str(target)))
+    dec = pd.read_csv(tmp_path / "run" / "decisions.csv")
+    steady = dec[dec["t_s"] >= 15]
+    assert len(steady) >= 4 and (steady["missing"] == 0).all()
+    assert lo <= steady["metric_mean"].mean() <= hi
+    ts = pd.read_csv(tmp_path / "run" / "timeseries.csv")
+    assert ts[ts["t_s"] >= 15]["autoscaler_target"].eq(target).all()
+
+
+def test_a_new_replica_has_no_metric_until_prometheus_found_it(tmp_path: Path) -> None:
+    params = SimParams(prom_discovery_s=(5.0, 5.0), container_start_s=(2.0, 2.0))
+    text = METRIC.replace("METRIC", "utilization").replace("TARGET", "0.3") \
+        .replace("max_replicas: 4", "max_replicas: 8").replace("interval_s: 5", "interval_s: 1")
+    run_one(tmp_path, text, params=params)
+    dec = pd.read_csv(tmp_path / "run" / "decisions.csv", keep_default_na=False)
+    first_up = dec[dec["action"] == "scale"]["t_s"].min()
+    after = dec[(dec["t_s"] > first_up) & (dec["t_s"] <= first_up + 10)]
+    # the new ones are unready first, then ready but missing, then measured
+    assert after["unready"].astype(float).max() >= 1
+    assert after["missing"].astype(float).max() >= 1
+
+
+def test_custom_promql_metric_fails_the_trial_clearly(tmp_path: Path) -> None:
+    text = METRIC.replace("metric: METRIC", "metric: {promql: 'sum(up)'}") \
+        .replace("TARGET", "1")
+    _, res = run_one(tmp_path, text)
+    assert res.status == "failed"  # type: ignore[attr-defined]
+    assert "custom PromQL" in res.warnings[0]  # type: ignore[attr-defined]

@@ -60,7 +60,8 @@ def observed_lags(events: pd.DataFrame, *, startup_s: float,
     ev = events.copy()
     ev["detail"] = ev["detail"].fillna("").astype(str)
     ev["replica"] = ev["replica"].fillna("").astype(str)
-    for _, trial in ev.groupby(["strategy", "trial"], sort=False):
+    keys = [k for k in ("run_id", "strategy", "trial") if k in ev.columns]
+    for _, trial in ev.groupby(keys, sort=False):
         trial = trial.sort_values("t_s", kind="stable")
         kinds = trial["kind"]
         ready: dict[str, float] = {}
