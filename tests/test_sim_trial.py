@@ -139,7 +139,10 @@ def test_without_lb_retries_a_crash_fails_what_was_inside(tmp_path: Path) -> Non
                     SimParams(lb_retries=False))
     by_t = ts.set_index("t_s")
     assert by_t.loc[30, "failed_status_rps"] >= 1  # 502s: the requests in the dead replica
-    assert by_t.loc[31:, "failed_rps"].sum() == 0
+    # the dead server stays in the rotation until the health checks fail (fall 2 × 1 s);
+    # leastconn even prefers it (no connections): refused connections meanwhile
+    assert by_t.loc[30:31, "failed_conn_rps"].sum() > 50
+    assert by_t.loc[33:, "failed_rps"].sum() == 0
 
 
 def test_autoscaler_scales_and_logs_its_decisions(spike_run: Path) -> None:

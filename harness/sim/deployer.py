@@ -101,6 +101,7 @@ class SimDeployer:
         self._torn_down = False
         self.members_version = 0  # bumped whenever the LB rotation changes
         self._members: np.ndarray | None = None
+        self._dead = np.zeros(0, bool)
         self.start_to_ready_s: list[float] = []
         self.wall_offset = clock.wall() - clock.now()
         self.source: Any = None  # the SimMetricSource, once metric_source() built it
@@ -114,8 +115,9 @@ class SimDeployer:
     def _emit(self, kind: str, replica: str, detail: str, at: float) -> None:
         self._on_event(DeployEvent(kind, replica, detail, at))
 
-    def _schedule(self, t: float, action: str, rep: _Rep) -> None:
-        heapq.heappush(self._heap, (t, next(self._tie), action, rep.id, rep.life))
+    def _schedule(self, t: float, action: str, rep: _Rep, life: int | None = None) -> None:
+        heapq.heappush(self._heap, (t, next(self._tie), action, rep.id,
+                                    rep.life if life is None else life))
 
     def _find(self, rid: str) -> _Rep:
         rep = self._by_id.get(rid)
@@ -164,7 +166,14 @@ class SimDeployer:
             self._emit("replica_started", rep.id, f"state=starting slot={rep.slot}"
                        + (f" replaces={rep.replaces}" if rep.replaces else ""), t)
             self._after_start(t, rep, new_address=True)
+        elif action == "lb_down":
+            if rep.in_lb and rep.state == ReplicaState.EXITED:
+                rep.in_lb = False
+                self._lb_changed()
         elif action == "restart":
+            if rep.in_lb:  # still in the LB without retries: out until ready again
+                rep.in_lb = False
+                self._lb_changed()
             rep.restarts += 1
             rep.state = ReplicaState.STARTING
             rep.started_at = t
@@ -293,9 +302,14 @@ class SimDeployer:
         rep.exit_code = SIGKILL_EXIT
         ran_s = now - (rep.started_at if rep.started_at is not None else now)
         rep.exited_at = now
-        if rep.in_lb:
-            rep.in_lb = False
+        if rep.in_lb and self.params.lb_retries:
+            rep.in_lb = False  # marked down at the first refused connection (observe layer4)
             self._lb_changed()
+        elif rep.in_lb:
+            # no retries: the LB keeps sending to the dead server until its health checks
+            # fail (requests there are refused); the engine sees it in lb_dead()
+            self._lb_changed()
+            self._schedule(now + self.params.lb_down_after_s, "lb_down", rep, life=rep.life)
         self._world.lose(rep.slot, now)
         d = on_exit(self.kind, stopped_for_good=for_good,  # type: ignore[arg-type]
                     prev_backoff_s=rep.backoff_s, ran_s=ran_s,
@@ -331,8 +345,16 @@ class SimDeployer:
     def lb_members(self) -> np.ndarray:
         """Model slots of the replicas in the LB rotation, in server-list order."""
         if self._members is None:
-            self._members = np.array([r.slot for r in self._reps if r.in_lb], np.int64)
+            members = [r for r in self._reps if r.in_lb]
+            self._members = np.array([r.slot for r in members], np.int64)
+            self._dead = np.array([r.state == ReplicaState.EXITED for r in members], bool)
         return self._members
+
+    def lb_dead(self) -> np.ndarray:
+        """Per lb_members() entry: True for a dead server the LB still sends to (only
+        without LB retries, until its health checks take it out)."""
+        self.lb_members()
+        return self._dead
 
     def scraped(self, now: float) -> list[tuple[int, int]]:
         """(slot, instance) of every replica Prometheus scrapes successfully now."""

@@ -28,7 +28,7 @@ from harness.load.runner import LoadSpec
 from harness.load.stats import CAUSES
 from harness.record.histogram import Histogram
 from harness.sim.lb import Balancer
-from harness.sim.model import STATUS, AppModel, QueueBank, SecondBook, Served
+from harness.sim.model import CONN, STATUS, AppModel, QueueBank, SecondBook, Served
 from harness.sim.params import SimParams
 
 
@@ -64,6 +64,7 @@ class SimWorld:
         self.book = SecondBook(first_s, span, (self.timeout_s + self.overhead_s) * 1000.0 + 1)
         self.balancer = Balancer(params.lb_policy)
         self.members: object | None = members  # () -> np.ndarray of slots (the deployer)
+        self.dead: object | None = None  # () -> bool per member: dead, still in the LB
         self._free: list[int] = []
         self._next_slot = 0
         self.profile = load.driving_profile
@@ -140,10 +141,26 @@ class SimWorld:
             conns = self.bank.outstanding(members, t)
         else:
             conns = np.zeros(members.size, np.int64)
-        slots = members[self.balancer.assign(n, conns)]
+        pos = self.balancer.assign(n, conns)
+        slots = members[pos]
         service = self.app.service_times(self.rng, n)
-        return self.bank.serve(slots, arrival, service, user, overhead_s=self.overhead_s,
-                               timeout_s=self.timeout_s, origin=origin)
+        dead = self.dead() if callable(self.dead) else None
+        refused = dead[pos] if dead is not None and dead.any() else None
+        if refused is None or not refused.any():
+            return self.bank.serve(slots, arrival, service, user, overhead_s=self.overhead_s,
+                                   timeout_s=self.timeout_s, origin=origin)
+        # a dead server still in the rotation refuses the connection: the client fails
+        ok = ~refused
+        served = self.bank.serve(slots[ok], arrival[ok], service[ok],
+                                 None if user is None else user[ok],
+                                 overhead_s=self.overhead_s, timeout_s=self.timeout_s,
+                                 origin=None if origin is None else origin[ok])
+        o = arrival if origin is None else origin
+        done = arrival + self.overhead_s
+        out = Served(done, (done - o) * 1000.0, np.full(n, CONN, np.int8), refused.copy())
+        out.done[ok], out.lat_ms[ok], out.code[ok] = served.done, served.lat_ms, served.code
+        out.rejected[ok] = served.rejected
+        return out
 
     # -- the tick -------------------------------------------------------------------------
 

@@ -85,11 +85,15 @@ def run_sim_trial(loaded: LoadedScenario, strategy: Strategy, trial: int,
                            restart_delay_s=strategy.restart_delay_s, seed=seed + 1,
                            max_replicas=max(strategy.max_replicas, 1))
     world.members = deployer.lb_members
+    world.dead = deployer.lb_dead
     snap: dict[str, float | None] = {"metric": None, "target": None}
     hist_total = Histogram()
     progress_every = max(5, math.ceil((last_s + 1) / 12))
     acc = {"ok": 0, "failed": 0, "offered": 0.0}
     try:
+        # results describe themselves: which model and platform lags made these rows
+        write_event(t_deploy, "note", "", "sim " + " ".join(
+            f"{k}={_compact(v)}" for k, v in params.as_dict().items() if k != "extra"))
         deployer.deploy()
         controller: Any = None
         source: Any = None
@@ -179,6 +183,14 @@ def run_sim_trial(loaded: LoadedScenario, strategy: Strategy, trial: int,
     res.start_to_ready_s = list(deployer.start_to_ready_s)
     res.p95_ms = hist_total.percentile(95)
     return res
+
+
+def _compact(v: Any) -> str:
+    if isinstance(v, tuple):
+        return "..".join(f"{x:g}" for x in v)
+    if isinstance(v, bool):
+        return str(int(v))
+    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 class SimClock(FakeClock):
