@@ -32,15 +32,21 @@ EVENTS = ev([
     ("auto", 31.7, "replica_started", "c", "state=starting"),
     # compose: restarted 0.6 s after the crash (Docker's back-off 0.1 s)
     ("comp", 30.0, "fault", "x", "action=crash fault=0"),
+    ("comp", -9.0, "replica_started", "x", "state=starting"),
+    ("comp", -5.0, "load_stage", "", "stage=warmup rps=100"),
     ("comp", 30.6, "replica_restarted", "x", "restarts=1"),
+    ("comp", 32.0, "replica_ready", "x", "start_to_ready_s=1.400"),
+    ("comp", 32.4, "replica_lb_traffic", "x", "since_start_s=1.800"),
     ("comp", 30.0, "fault", "", "action=crash error=gone"),  # failed injections: ignored
 ])
 
 
 def test_observed_lags_from_events() -> None:
     lags = observed_lags(EVENTS, startup_s=1.0, restart_delay_s={"auto": 1.0})
-    assert lags["container_start_s"] == pytest.approx([1.5, 1.3])
-    assert lags["lb_check_s"] == pytest.approx([0.5])  # first replica: ready → LB
+    assert lags["container_start_s"] == pytest.approx([1.5, 1.3, 0.4])
+    # a first replica's LB traffic is skipped (the LB knew it before the watcher looked);
+    # a restarted one (same address): ready → LB
+    assert lags["lb_check_s"] == pytest.approx([0.4])
     assert lags["dns_discovery_s"] == pytest.approx([3.5])  # added later: since start
     assert lags["prom_discovery_s"] == pytest.approx([6.0, 7.0])
     assert lags["scale_command_s"] == pytest.approx([0.8])
@@ -55,7 +61,7 @@ def test_fit_replaces_observed_ranges_and_keeps_the_rest() -> None:
     assert fitted.overhead_ms == 2.0
     assert fitted.scale_command_s == (0.8, 0.8)
     lo, hi = fitted.container_start_s
-    assert 1.3 <= lo < hi <= 1.5
+    assert 0.4 <= lo < hi <= 1.5
     assert report["restart_lag_s"]["n"] == 1
     empty, rep = fit_params(EVENTS.iloc[:0], startup_s=0.0)
     assert empty == SimParams() and all(v["range"] is None for v in rep.values())

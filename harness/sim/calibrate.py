@@ -64,24 +64,34 @@ def observed_lags(events: pd.DataFrame, *, startup_s: float,
     for _, trial in ev.groupby(keys, sort=False):
         trial = trial.sort_values("t_s", kind="stable")
         kinds = trial["kind"]
-        ready: dict[str, float] = {}
-        for r in trial[kinds == "replica_ready"].itertuples():
-            s2r = _field(r.detail, "start_to_ready_s")
-            if s2r is not None:
-                ready.setdefault(r.replica, s2r)
-                out["container_start_s"].append(s2r - startup_s)
         loaded_at = float(trial[kinds == "load_stage"]["t_s"].min()) \
             if (kinds == "load_stage").any() else 0.0
-        for r in trial[kinds == "replica_lb_traffic"].itertuples():
-            since = _field(r.detail, "since_start_s")
-            if since is None:
-                continue
-            if r.t_s < loaded_at or r.replica not in ready:
-                # a first replica (known to the LB from the deploy) or unknown: ready → LB
-                if r.replica in ready:
-                    out["lb_check_s"].append(since - ready[r.replica])
+        # each replica life: how it began (started / restarted), when, and its readiness
+        lives: dict[str, tuple[str, float, float | None]] = {}
+        for r in trial[kinds.isin(["replica_started", "replica_restarted", "replica_ready",
+                                   "replica_lb_traffic"])].itertuples():
+            if r.kind in ("replica_started", "replica_restarted"):
+                if r.kind == "replica_started" and "state=starting" not in r.detail \
+                        and r.replica in lives:
+                    continue  # a platform's second look at the same start
+                lives[r.replica] = (r.kind, float(r.t_s), None)
+            elif r.kind == "replica_ready":
+                s2r = _field(r.detail, "start_to_ready_s")
+                life = lives.get(r.replica)
+                if s2r is None or life is None or life[2] is not None:
+                    continue
+                lives[r.replica] = (life[0], life[1], s2r)
+                out["container_start_s"].append(s2r - startup_s)
             else:
-                out["dns_discovery_s"].append(since)
+                since = _field(r.detail, "since_start_s")
+                life = lives.get(r.replica)
+                if since is None or life is None or life[1] < loaded_at:
+                    continue  # a first replica: the LB knew it before anyone looked
+                if life[0] == "replica_restarted":
+                    if life[2] is not None:
+                        out["lb_check_s"].append(since - life[2])  # same address: ready → LB
+                else:
+                    out["dns_discovery_s"].append(since)  # a new address: since its start
         for r in trial[kinds == "replica_first_scrape"].itertuples():
             since = _field(r.detail, "since_start_s")
             if since is not None:
