@@ -120,7 +120,7 @@ class _Snapshot:
 def run_trial(loaded: LoadedScenario, strategy: Strategy, trial: int, plat: Platform,
               recorder: Recorder, stopper: Any, *, workers: int | None,
               echo: Callable[[str], None], clock: Clock | None = None) -> TrialResult:
-    from harness.load.runner import LoadRun, LoadSpec, SecondStats
+    from harness.load.runner import LoadError, LoadRun, LoadSpec, SecondStats
 
     clock = clock or RealClock()
     sc = loaded.scenario
@@ -170,7 +170,8 @@ def run_trial(loaded: LoadedScenario, strategy: Strategy, trial: int, plat: Plat
 
         lp = sc.load
         load_spec = LoadSpec.from_scenario(loaded, base_url=deployer.lb_url(),
-                                           workers=workers, seed=sc.seed + trial)
+                                           workers=workers, seed=sc.seed + trial,
+                                           run_id=recorder.run_id)
         progress = _Progress(echo, strategy.name, trial, lp.duration_s)
 
         def on_second(s: SecondStats) -> None:
@@ -259,7 +260,7 @@ def run_trial(loaded: LoadedScenario, strategy: Strategy, trial: int, plat: Plat
         load.wait(stop=stop)
         if stop.is_set():
             res.status = "incomplete"
-    except DeployError as e:
+    except (DeployError, LoadError) as e:
         res.status = "failed"
         res.warnings.append(f"{strategy.name} #{trial}: {e}")
         echo(f"ERROR: {strategy.name} #{trial}: {e}")

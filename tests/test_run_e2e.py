@@ -174,7 +174,14 @@ def test_sigkill_mid_run_keeps_partial_csvs(tmp_path: Path) -> None:
         if p.poll() is None:
             p.kill()
         # a SIGKILLed harness cannot clean up: `harness clean` removes what it left
-        subprocess.run(_harness("clean"), capture_output=True, timeout=60, cwd=ROOT)
+        from harness.deploy.local_procs import labelled_processes
+
+        left = {rid for _pid, rid in labelled_processes()}
+        assert any(r.startswith("e2e-") for r in left), "replicas should outlive SIGKILL"
+        for rid in left:
+            if rid.startswith("e2e-"):
+                subprocess.run(_harness("clean", "--run", rid), capture_output=True,
+                               timeout=60, cwd=ROOT)
     run_dir = _run_dir(tmp_path)
     ts = pd.read_csv(run_dir / "timeseries.csv")
     assert len(ts) >= 10 and ts.t_s.max() >= 8
@@ -182,6 +189,10 @@ def test_sigkill_mid_run_keeps_partial_csvs(tmp_path: Path) -> None:
     assert (ts.ok_rps > 0).sum() >= 8
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["status"] == "running"  # killed: it never got to say otherwise
+    from harness.deploy.local_procs import labelled_processes
+
+    # `harness clean` (in finally above) found every process the killed run left behind
+    assert not labelled_processes(meta["run_id"])
 
 
 def _labelled_docker_objects(run_id: str) -> list[str]:

@@ -87,6 +87,9 @@ class LoadSpec:
     # Validation aid: every load process writes each request's latency (ms, one a line)
     # to raw-<pid>.txt in this folder when it finishes. Costs memory: tests only.
     raw_latencies_dir: str | None = None
+    # the run these processes belong to: they carry it as HARNESS_RUN in their environment,
+    # so `harness clean` finds them if the harness itself is SIGKILLed
+    run_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.model not in ("open", "closed"):
@@ -243,7 +246,9 @@ class LoadRun:
         spec_path.write_text(json.dumps(self.spec.to_dict()), encoding="utf-8")
         self.log_path = Path(self.spec.log_path) if self.spec.log_path else tmp / "load.log"
         r, w = os.pipe()
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        from harness.deploy.local_procs import labelled_env
+
+        env = labelled_env(dict(os.environ, PYTHONUNBUFFERED="1"), self.spec.run_id)
         with open(self.log_path, "ab") as logf:
             try:
                 self._proc = subprocess.Popen(
