@@ -271,17 +271,49 @@ def test_roundrobin_is_worse_than_leastconn_near_capacity(tmp_path: Path) -> Non
     assert lc[win]["p95_ms"].mean() < rr[win]["p95_ms"].mean()
 
 
-def test_pause_is_recorded_as_a_failed_injection(tmp_path: Path) -> None:
-    text = SPIKE_CRASH.replace("{at_s: 30, action: crash, count: 1}",
-                               "{at_s: 30, action: pause, count: 1, duration_s: 3}")
-    loaded = load_scenario(write(tmp_path, text))
-    rec = Recorder(tmp_path, "x")
-    res = run_sim_trial(loaded, loaded.scenario.strategy("compose"), 1, rec,
-                        echo=lambda _: None)
-    rec.close()
-    assert res.status == "complete"
-    ev = pd.read_csv(tmp_path / "events.csv", keep_default_na=False)
-    assert ev[ev["kind"] == "fault"]["detail"].str.contains("error=").all()
+PAUSE = """
+name: pause
+seed: 8
+app:
+  env: {WORKERS: 4, SERVICE_MS: 50, QUEUE_LIMIT: 50}
+load:
+  warmup_s: 1
+  timeout_s: 3
+  stages:
+    - {duration_s: 45, rps: 150}
+faults:
+  - {at_s: 30, action: pause, count: 1, duration_s: PAUSE_S}
+strategies:
+  - {name: fixed, kind: compose, replicas: 3}
+"""
+
+
+def test_long_pause_times_out_what_it_holds_then_resumes(tmp_path: Path) -> None:
+    ts, res = run_one(tmp_path, PAUSE.replace("PAUSE_S", "6"))
+    ev = pd.read_csv(tmp_path / "run" / "events.csv", keep_default_na=False)
+    fault = ev[ev["kind"].isin(["fault", "fault_reverted"])]
+    assert fault["detail"].tolist() == ["action=pause fault=0", "action=unpause"]
+    assert fault["t_s"].tolist() == [30, 36]
+    assert {"replica_paused", "replica_resumed"} <= set(ev["kind"])
+    by_t = ts.set_index("t_s")
+    # requests inside the frozen replica and those the LB sent it before its health checks
+    # failed (2 s) time out 3 s after they were sent; nothing else fails
+    assert by_t.loc[32:35, "failed_timeout_rps"].sum() >= 3
+    assert by_t["failed_rps"].sum() == by_t["failed_timeout_rps"].sum()
+    assert by_t.loc[:31, "failed_rps"].sum() == 0 and by_t.loc[36:, "failed_rps"].sum() == 0
+    assert by_t.loc[31:35, "replicas_ready"].max() == 2  # paused: running, not ready
+    assert by_t.loc[31:35, "replicas_running"].min() == 3
+    assert by_t.loc[40, "replicas_ready"] == 3
+    assert ts["ok_rps"].sum() + ts["failed_rps"].sum() == ts["sent_rps"].sum()
+    assert res.status == "complete"  # type: ignore[attr-defined]
+
+
+def test_short_pause_only_delays(tmp_path: Path) -> None:
+    ts, _ = run_one(tmp_path, PAUSE.replace("PAUSE_S", "1.5"))
+    by_t = ts.set_index("t_s")
+    assert ts["failed_rps"].sum() == 0
+    assert by_t.loc[30:32, "max_ms"].max() >= 1400  # stuck for the pause, then served
+    assert ts["ok_rps"].sum() == ts["sent_rps"].sum()
 
 
 def test_examples_load(tmp_path: Path) -> None:

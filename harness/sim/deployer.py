@@ -48,6 +48,10 @@ class World(Protocol):
         """The replica in ``slot`` died at t: fail what was inside it, empty the slot."""
         ...
 
+    def freeze(self, slot: int, t: float) -> None: ...
+
+    def thaw(self, slot: int, t: float) -> None: ...
+
 
 @dataclass
 class _Rep:
@@ -167,7 +171,7 @@ class SimDeployer:
                        + (f" replaces={rep.replaces}" if rep.replaces else ""), t)
             self._after_start(t, rep, new_address=True)
         elif action == "lb_down":
-            if rep.in_lb and rep.state == ReplicaState.EXITED:
+            if rep.in_lb and rep.state in (ReplicaState.EXITED, ReplicaState.PAUSED):
                 rep.in_lb = False
                 self._lb_changed()
         elif action == "restart":
@@ -186,7 +190,8 @@ class SimDeployer:
             self._world.release_slot(rep.slot, t)
             self._new(t, replaces=rep.id)  # Swarm's new task; due now, so applied next
         elif action == "ready":
-            rep.state = ReplicaState.READY
+            if rep.state != ReplicaState.PAUSED:  # a paused one becomes ready on unpause
+                rep.state = ReplicaState.READY
             rep.ready_at = t
             took = t - (rep.started_at or t)
             self.start_to_ready_s.append(round(took, 3))
@@ -257,6 +262,8 @@ class SimDeployer:
 
     def _stop_for_scale(self, t: float, rep: _Rep) -> None:
         """Scale-down: out of the LB first, then stopped; what it holds finishes (grace)."""
+        if rep.state == ReplicaState.PAUSED:
+            self._world.thaw(rep.slot, t)
         self._forget(rep)
         rep.life += 1
         rep.stopped_for_good = True
@@ -287,16 +294,43 @@ class SimDeployer:
         self._exit(replica_id, for_good=True)
 
     def pause(self, replica_id: str) -> None:
-        raise NotImplementedError("pause faults are not modelled by the sim platform")
+        """Freeze the replica (docker pause): it stops answering, health checks fail, the
+        LB takes it out after lb_down_after_s; Prometheus' scrapes fail meanwhile."""
+        rep = self._find(replica_id)
+        if not rep.created or rep.state not in (ReplicaState.READY, ReplicaState.STARTING):
+            raise DeployError(f"replica {replica_id} is not running")
+        now = self._clock.now()
+        rep.state = ReplicaState.PAUSED
+        self._world.freeze(rep.slot, now)
+        if rep.in_lb:
+            self._lb_changed()
+            self._schedule(now + self.params.lb_down_after_s, "lb_down", rep)
+        self._emit("replica_paused", rep.id, "", now)
 
     def unpause(self, replica_id: str) -> None:
-        raise NotImplementedError("pause faults are not modelled by the sim platform")
+        rep = self._find(replica_id)
+        if rep.state != ReplicaState.PAUSED:
+            raise DeployError(f"replica {replica_id} is not paused")
+        now = self._clock.now()
+        self._thaw(rep, now)
+        self._emit("replica_resumed", rep.id, f"state={rep.state.value}", now)
+
+    def _thaw(self, rep: _Rep, now: float) -> None:
+        rep.state = ReplicaState.READY if rep.ready_at is not None else ReplicaState.STARTING
+        self._world.thaw(rep.slot, now)
+        if rep.state == ReplicaState.READY and not rep.in_lb:
+            rep.known_to_lb = True
+            self._schedule(now + self._draw(self.params.lb_check_s), "lb_join", rep)
+        elif rep.in_lb:
+            self._lb_changed()
 
     def _exit(self, replica_id: str, *, for_good: bool) -> None:
         rep = self._find(replica_id)
         if not rep.created or rep.state == ReplicaState.EXITED:
             raise DeployError(f"replica {replica_id} is not running")
         now = self._clock.now()
+        if rep.state == ReplicaState.PAUSED:
+            self._world.thaw(rep.slot, now)  # what it holds is cut off now, not later
         rep.life += 1
         rep.state = ReplicaState.EXITED
         rep.exit_code = SIGKILL_EXIT
@@ -359,7 +393,8 @@ class SimDeployer:
     def scraped(self, now: float) -> list[tuple[int, int]]:
         """(slot, instance) of every replica Prometheus scrapes successfully now."""
         return [(r.slot, r.instance) for r in self._reps
-                if r.created and r.state != ReplicaState.EXITED and r.scrape_from is not None
+                if r.created and r.state in (ReplicaState.READY, ReplicaState.STARTING)
+                and r.scrape_from is not None
                 and r.scrape_from <= now]
 
     def instances(self) -> dict[str, tuple[int, int]]:

@@ -20,7 +20,7 @@ book-keeping (what was inside a crashed replica is re-booked as failed at the cr
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,7 +28,16 @@ from harness.load.runner import LoadSpec
 from harness.load.stats import CAUSES
 from harness.record.histogram import Histogram
 from harness.sim.lb import Balancer
-from harness.sim.model import CONN, STATUS, AppModel, QueueBank, SecondBook, Served
+from harness.sim.model import (
+    CONN,
+    STATUS,
+    TIMEOUT,
+    AppModel,
+    QueueBank,
+    SecondBook,
+    Served,
+    outcome,
+)
 from harness.sim.params import SimParams
 
 
@@ -45,6 +54,19 @@ class SimSecond:
     failed_by_cause: dict[str, int]
     in_flight: int
     histogram: Histogram
+
+
+@dataclass
+class _Frozen:
+    """A paused replica's requests: inside it at the pause, and sent to it since."""
+
+    since: float
+    inside_pos: np.ndarray  # ring positions of requests inside whose client still waits
+    inside_waiting: np.ndarray  # … still waits (cleared when its timeout passes)
+    n_inside: int  # everything inside (its connections at the LB)
+    held: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = field(default_factory=list)
+    # (origin, service, user) of arrivals sent to it while paused, in order
+    held_waiting: list[np.ndarray] = field(default_factory=list)
 
 
 class SimWorld:
@@ -67,6 +89,8 @@ class SimWorld:
         self.dead: object | None = None  # () -> bool per member: dead, still in the LB
         self._free: list[int] = []
         self._next_slot = 0
+        self._frozen: dict[int, _Frozen] = {}
+        self._stuck = np.zeros(0, np.int64)  # per slot: connections held by a pause
         self.profile = load.driving_profile
         # in flight (client side): sent minus completed, completions counted per tick
         self._done_ticks = np.zeros(span * self.tps + self.tps, np.int64)
@@ -95,7 +119,11 @@ class SimWorld:
             slot = self._next_slot
             self._next_slot += 1
             self.bank.grow(self._next_slot)
+            if self._stuck.size < self.bank.capacity:
+                self._stuck = np.concatenate(
+                    [self._stuck, np.zeros(self.bank.capacity - self._stuck.size, np.int64)])
         self.bank.reset(slot)
+        self._stuck[slot] = 0
         return slot
 
     def release_slot(self, slot: int, after: float) -> None:
@@ -120,47 +148,136 @@ class SimWorld:
         if self.params.lb_retries and members.size:
             order = np.argsort(lost.arrival, kind="stable")
             origin, users = lost.arrival[order], lost.user[order]
-            res = self._dispatch(members, np.full(n, t), users if self.closed else None, t,
-                                 origin=origin)
+            self._dispatch(members, np.full(n, t), users if self.closed else None, t,
+                           origin=origin)
         else:
             done = np.full(n, t + self.overhead_s)
-            res = Served(done, (done - lost.arrival) * 1000.0,
-                         np.full(n, STATUS, np.int8))  # HAProxy: 502 Bad Gateway
-            users = lost.user
+            self._book(Served(done, (done - lost.arrival) * 1000.0,
+                              np.full(n, STATUS, np.int8)),  # HAProxy: 502 Bad Gateway
+                       lost.user if self.closed else None)
+
+    def freeze(self, slot: int, t: float) -> None:
+        """The replica in ``slot`` is paused at t (SIGSTOP): nothing inside progresses;
+        requests sent to it wait (the kernel still accepts connections) until ``thaw`` or
+        their client's timeout."""
+        if slot in self._frozen:
+            return
+        b = self.bank
+        inside = np.flatnonzero(b.r_end[slot] > t)
+        done, lat, code = outcome(b.r_arr[slot, inside], b.r_end[slot, inside],
+                                  self.overhead_s, self.timeout_s)
+        waiting = done > t
+        # their answers are unknown now: un-book them until the thaw (or their timeout)
+        self.book.remove(done[waiting], lat[waiting], code[waiting])
+        self._count_done(done[waiting], -1)
+        self._frozen[slot] = _Frozen(since=t, inside_pos=inside[waiting],
+                                     inside_waiting=np.ones(int(waiting.sum()), bool),
+                                     n_inside=inside.size)
+        self._stuck[slot] = inside.size
+
+    def thaw(self, slot: int, t: float) -> None:
+        """The paused replica resumes at t: everything inside moves on by the pause's
+        length; what was sent to it meanwhile joins its queue now (FIFO, queue limit)."""
+        fz = self._frozen.pop(slot, None)
+        if fz is None:
+            return
+        b = self.bank
+        shift = t - fz.since
+        row_end, row_start = b.r_end[slot], b.r_start[slot]
+        moving = row_end > fz.since
+        queued = moving & (row_start > fz.since)
+        row_start[queued] += shift
+        row_end[moving] += shift
+        b.free[slot][b.free[slot] > fz.since] += shift
+        pos = fz.inside_pos[fz.inside_waiting]
+        if pos.size:
+            origin = b.r_arr[slot, pos]
+            done, lat, code = outcome(origin, row_end[pos], self.overhead_s, self.timeout_s)
+            users = b.r_user[slot, pos] if self.closed else None
+            self._book(Served(done, lat, code), users)
+        self._stuck[slot] = 0
+        if fz.held:
+            origin = np.concatenate([h[0] for h in fz.held])
+            service = np.concatenate([h[1] for h in fz.held])
+            users = np.concatenate([h[2] for h in fz.held]) if self.closed else None  # type: ignore[misc]
+            waiting = np.concatenate(fz.held_waiting)
+            res = b.serve(np.full(origin.size, slot, np.int64), np.full(origin.size, t),
+                          service, users, overhead_s=self.overhead_s,
+                          timeout_s=self.timeout_s, origin=origin)
+            keep = waiting  # the others already failed by timeout
+            self._book(Served(res.done[keep], res.lat_ms[keep], res.code[keep]),
+                       None if users is None else users[keep])
+
+    def _expire_frozen(self, t_end: float) -> None:
+        """Clients of requests stuck in a paused replica give up at their timeout."""
+        for slot, fz in self._frozen.items():
+            if fz.inside_waiting.any():
+                origin = self.bank.r_arr[slot, fz.inside_pos]
+                gone = fz.inside_waiting & (origin + self.timeout_s < t_end)
+                if gone.any():
+                    fz.inside_waiting &= ~gone
+                    users = self.bank.r_user[slot, fz.inside_pos[gone]] if self.closed \
+                        else None
+                    self._book_timeouts(origin[gone], users)
+            for (origin, _, users), waiting in zip(fz.held, fz.held_waiting, strict=True):
+                gone = waiting & (origin + self.timeout_s < t_end)
+                if gone.any():
+                    waiting &= ~gone
+                    self._book_timeouts(origin[gone], None if users is None else users[gone])
+
+    def _book_timeouts(self, origin: np.ndarray, users: np.ndarray | None) -> None:
+        done = origin + self.timeout_s
+        self._book(Served(done, np.full(done.size, self.timeout_s * 1000.0),
+                          np.full(done.size, TIMEOUT, np.int8)), users)
+
+    def _book(self, res: Served, users: np.ndarray | None) -> None:
         self.book.add(res.done, res.lat_ms, res.code)
         self._count_done(res.done, 1)
-        if self.closed:
+        if self.closed and users is not None and users.size:
             live = (users >= 0) & (users < self._active)
             self.next_send[users[live]] = res.done[live] + self.think_s
 
     def _dispatch(self, members: np.ndarray, arrival: np.ndarray, user: np.ndarray | None,
-                  t: float, origin: np.ndarray | None = None) -> Served:
-        """The LB spreads these arrivals over ``members``; the replicas serve them."""
+                  t: float, origin: np.ndarray | None = None) -> None:
+        """The LB spreads these arrivals over ``members``; the replicas serve them; the
+        answers are booked (a paused replica's wait for its thaw)."""
         n = arrival.size
         if self.balancer.policy == "leastconn":
             conns = self.bank.outstanding(members, t)
+            if self._frozen:
+                conns = conns + self._stuck[members]
         else:
             conns = np.zeros(members.size, np.int64)
         pos = self.balancer.assign(n, conns)
         slots = members[pos]
         service = self.app.service_times(self.rng, n)
-        dead = self.dead() if callable(self.dead) else None
-        refused = dead[pos] if dead is not None and dead.any() else None
-        if refused is None or not refused.any():
-            return self.bank.serve(slots, arrival, service, user, overhead_s=self.overhead_s,
-                                   timeout_s=self.timeout_s, origin=origin)
-        # a dead server still in the rotation refuses the connection: the client fails
-        ok = ~refused
-        served = self.bank.serve(slots[ok], arrival[ok], service[ok],
-                                 None if user is None else user[ok],
-                                 overhead_s=self.overhead_s, timeout_s=self.timeout_s,
-                                 origin=None if origin is None else origin[ok])
         o = arrival if origin is None else origin
-        done = arrival + self.overhead_s
-        out = Served(done, (done - o) * 1000.0, np.full(n, CONN, np.int8), refused.copy())
-        out.done[ok], out.lat_ms[ok], out.code[ok] = served.done, served.lat_ms, served.code
-        out.rejected[ok] = served.rejected
-        return out
+        serve = np.ones(n, bool)
+        dead = self.dead() if callable(self.dead) else None
+        if dead is not None and dead.any():
+            refused = dead[pos]
+            if refused.any():
+                # a dead server still in the rotation refuses the connection
+                serve &= ~refused
+                done = arrival[refused] + self.overhead_s
+                self._book(Served(done, (done - o[refused]) * 1000.0,
+                                  np.full(done.size, CONN, np.int8)),
+                           None if user is None else user[refused])
+        if self._frozen:
+            for slot in {int(x) for x in slots[serve]} & set(self._frozen):
+                held = serve & (slots == slot)
+                serve &= ~held
+                fz = self._frozen[slot]
+                fz.held.append((o[held], service[held], None if user is None else user[held]))
+                fz.held_waiting.append(np.ones(int(held.sum()), bool))
+                self._stuck[slot] += int(held.sum())
+        if not serve.all():
+            slots, arrival, service = slots[serve], arrival[serve], service[serve]
+            user = None if user is None else user[serve]
+            origin = None if origin is None else origin[serve]
+        res = self.bank.serve(slots, arrival, service, user, overhead_s=self.overhead_s,
+                              timeout_s=self.timeout_s, origin=origin)
+        self._book(res, user)
 
     # -- the tick -------------------------------------------------------------------------
 
@@ -175,6 +292,8 @@ class SimWorld:
         if sec != self._sec:
             raise RuntimeError(f"second {self._sec} was not closed before tick {k}")
         self._serve_tick(t)
+        if self._frozen:
+            self._expire_frozen(t + self.dt)
         # completions within this tick are final now: later arrivals finish later, and a
         # crash only re-books requests that would have finished after it
         i = k % self._done_ticks.size
@@ -195,13 +314,10 @@ class SimWorld:
         if members.size == 0:
             # no server in the rotation: HAProxy answers 503 at once
             done = arrival + self.overhead_s
-            res = Served(done, np.full(n, self.params.overhead_ms), np.full(n, STATUS, np.int8))
+            self._book(Served(done, np.full(n, self.params.overhead_ms),
+                              np.full(n, STATUS, np.int8)), user)
         else:
-            res = self._dispatch(members, arrival, user, t)
-        self.book.add(res.done, res.lat_ms, res.code)
-        self._count_done(res.done, 1)
-        if user is not None:
-            self.next_send[user] = res.done + self.think_s
+            self._dispatch(members, arrival, user, t)
 
     def _open_arrivals(self, t: float) -> np.ndarray:
         area = self.profile.arrivals_between(t, t + self.dt)
