@@ -84,6 +84,14 @@ def trial_metrics(run_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _comparable(real: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """Strategies whose definition, and the load, app and faults, match the scenario."""
+    if any(real.get(k) != wanted.get(k) for k in ("app", "load", "faults", "slo")):
+        return []
+    mine = {s["name"]: s for s in wanted["strategies"]}
+    return [s["name"] for s in real.get("strategies", []) if mine.get(s["name"]) == s]
+
+
 def run_docker(scenario: Path, out: Path) -> Path:
     run_id = "docker-" + dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     cmd = [sys.executable, "-m", "harness.cli", "run", str(scenario), "--platform", "docker",
@@ -119,18 +127,22 @@ def _verdict(metric: str, real: float, sim: float) -> str:
 def compare(real: pd.DataFrame, sims: dict[str, pd.DataFrame]) -> tuple[str, list[dict]]:
     recoveries = sorted(c for c in real.columns if c.startswith("recovery_s_"))
     metrics = ["throughput_rps", "p95_spike_ms", "p95_ms", "failures", *recoveries]
-    lines = ["| strategy | metric | real | " + " | ".join(
+    lines = ["| strategy | metric | real (mean [min–max]) | " + " | ".join(
         f"sim {k} (mean [min–max])" for k in sims) + " | " + " | ".join(
         f"Δ {k}" for k in sims) + " |",
         "|" + "---|" * (3 + 2 * len(sims))]
     records = []
     for strat in real["strategy"].unique():
-        rr = real[real["strategy"] == strat].iloc[-1]
+        rr = real[real["strategy"] == strat]
         for m in metrics:
             unit = "s" if m.startswith("recovery") else ""
-            rv = rr.get(m)
+            rvals = rr[m].astype(float) if m in rr else pd.Series(dtype=float)
+            rv = float(rvals.mean()) if rvals.notna().any() else math.nan
+            rcell = _fmt(rv, unit) if len(rvals) < 2 or rvals.isna().all() else \
+                f"{rv:.1f} [{rvals.min():.1f}–{rvals.max():.1f}]"
             cells, deltas = [], []
-            rec: dict[str, Any] = {"strategy": strat, "metric": m, "real": rv}
+            rec: dict[str, Any] = {"strategy": strat, "metric": m, "real": rv,
+                                   "real_values": rvals.tolist()}
             for k, sdf in sims.items():
                 vals = sdf[sdf["strategy"] == strat][m].astype(float) if m in sdf else \
                     pd.Series(dtype=float)
@@ -143,17 +155,16 @@ def compare(real: pd.DataFrame, sims: dict[str, pd.DataFrame]) -> tuple[str, lis
                     cells.append(f"{mean:.1f} [{vals.min():.1f}–{vals.max():.1f}]"
                                  + (f" ({miss} n.r.)" if miss else ""))
                 verdict = _verdict(m, rv, mean)
-                if rv is not None and not (isinstance(rv, float) and math.isnan(rv)) \
-                        and not math.isnan(mean):
-                    d = mean - float(rv)
-                    pct = f" ({d / float(rv):+.0%})" if float(rv) else ""
+                if not math.isnan(rv) and not math.isnan(mean):
+                    d = mean - rv
+                    pct = f" ({d / rv:+.0%})" if rv else ""
                     deltas.append(f"{d:+.1f}{pct} {verdict}")
                 else:
                     deltas.append(verdict)
                 rec[f"sim_{k}"] = mean
                 rec[f"verdict_{k}"] = verdict
             records.append(rec)
-            lines.append(f"| {strat} | {m} | {_fmt(rv, unit)} | " + " | ".join(cells)
+            lines.append(f"| {strat} | {m} | {rcell} | " + " | ".join(cells)
                          + " | " + " | ".join(deltas) + " |")
     return "\n".join(lines), records
 
@@ -166,20 +177,37 @@ def main(argv: list[str] | None = None) -> int:
                          "per strategy)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--seeds", type=int, default=5, help="sim repetitions per variant")
+    ap.add_argument("--exclude", action="append", default=[], metavar="RUN:STRATEGY",
+                    help="leave a real trial out (e.g. one disturbed by other work)")
     args = ap.parse_args(argv)
+    excl: dict[str, list[str]] = {}
+    for e in args.exclude:
+        run, _, strat = e.partition(":")
+        excl.setdefault(Path(run).name, []).append(strat)
+    args.exclude = excl
     out = args.out or ROOT / "results" / ("validate-" + dt.datetime.now().strftime(
         "%Y%m%d-%H%M%S"))
     out.mkdir(parents=True, exist_ok=True)
     real_dirs = args.docker_run or [run_docker(args.scenario, out)]
+    loaded = load_scenario(args.scenario)
     frames, events = [], []
     for d in real_dirs:
+        data = load_run(d)
         m = trial_metrics(d)
-        frames.append(m)
-        events.append(load_run(d).events.assign(_src=str(d)))
-    real = pd.concat(frames).groupby("strategy", sort=False).tail(1)  # later runs win
+        # a real trial counts only if it ran this scenario's definition of its strategy
+        # (and the same load, app and faults)
+        same = _comparable(data.scenario, loaded.scenario.model_dump(mode="json"))
+        m = m[m["strategy"].isin(same)]
+        m = m[~m["strategy"].isin(args.exclude.get(d.name, ()))]
+        if len(m):
+            frames.append(m.assign(run=d.name))
+            events.append(data.events[data.events["strategy"].isin(m["strategy"])])
+    if not frames:
+        print("no comparable real trial", file=sys.stderr)
+        return 2
+    real = pd.concat(frames, ignore_index=True)
     ev = pd.concat(events)  # every real trial's lags help the fit
 
-    loaded = load_scenario(args.scenario)
     sc = loaded.scenario
     app = AppModel.from_env(sc.app.env)
     fitted, seen = fit_params(ev, startup_s=app.startup_s,
@@ -195,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     table, records = compare(real, sims)
     fit_lines = "\n".join(f"- `{k}`: {v['range']} (n={v['n']}; default "
                           f"{getattr(SimParams(), k)})" for k, v in seen.items())
-    text = (f"# Sim vs real: {sc.name}\n\nreal runs: {', '.join(map(str, real_dirs))}\n"
+    n_real = real.groupby("strategy").size().to_dict()
+    text = (f"# Sim vs real: {sc.name}\n\nreal runs: {', '.join(map(str, real_dirs))} "
+            f"(trials per strategy: {n_real})\n"
             f"sim: {args.seeds} seeds per variant; `default` = SimParams defaults, "
             f"`fitted` = lags fitted to the real run's events:\n\n{fit_lines}\n\n{table}\n")
     (out / "validation.md").write_text(text, encoding="utf-8")

@@ -9,5 +9,12 @@
 - ``metrics``: ``SimMetricSource``, per-replica metrics sampled as Prometheus would.
 - ``engine``: the simulated trial loop on a simulated clock (arrivals, faults, controller,
   per-second rows).
-- ``trial``: ``run_sim_trial``, what ``harness run --platform sim`` calls per trial.
+- ``params``: ``SimParams``, the platform lags (container start, DNS and Prometheus
+  discovery, restart delays…) and model knobs (tick, LB policy, per-request overhead).
+- ``calibrate``: fit those lags to a real run's events.csv.
+- ``trial``: ``run_sim_trial``, what ``harness run --platform sim`` calls per trial;
+  ``run_sim_scenario`` for a whole scenario with explicit ``SimParams``.
+
+README.md in this folder: the model, its tests against queueing theory, speed and the
+validation against Docker.
 """
