@@ -383,3 +383,10 @@ def test_custom_promql_metric_fails_the_trial_clearly(tmp_path: Path) -> None:
     _, res = run_one(tmp_path, text)
     assert res.status == "failed"  # type: ignore[attr-defined]
     assert "custom PromQL" in res.warnings[0]  # type: ignore[attr-defined]
+
+
+def test_strategies_of_a_repetition_see_the_same_arrivals(spike_run: Path) -> None:
+    ts = pd.read_csv(spike_run / "timeseries.csv")
+    sent = {s: ts[ts["strategy"] == s]["sent_rps"].tolist()[:40] for s in
+            ("manual", "compose", "autoscale")}
+    assert sent["manual"] == sent["compose"] == sent["autoscale"]

@@ -77,7 +77,10 @@ class SimWorld:
         self.params = params
         self.tps = params.ticks_per_s
         self.dt = 1.0 / self.tps
-        self.rng = np.random.default_rng(seed)
+        # separate streams: every strategy of a repetition gets the same arrivals (common
+        # random numbers), however differently its replicas draw service times
+        self.rng = np.random.default_rng([seed, 2])  # service times
+        self.rng_load = np.random.default_rng([seed, 1])  # arrivals, user spawns
         self.bank = QueueBank(app, capacity=64, ring_extra=params.ring_extra)
         self.overhead_s = params.overhead_ms / 1000.0
         self.timeout_s = load.timeout_s
@@ -324,13 +327,13 @@ class SimWorld:
         self._offered += area
         if area <= 0:
             return np.zeros(0)
-        k = int(self.rng.poisson(area))
+        k = int(self.rng_load.poisson(area))
         room = max(0, self.load.max_in_flight - self.in_flight)
         if k > room:
             # the load generator's pool is exhausted: later slots find no free user
             self._dropped += k - room
             k = room
-        return t + np.sort(self.rng.uniform(0.0, self.dt, k))
+        return t + np.sort(self.rng_load.uniform(0.0, self.dt, k))
 
     def _closed_arrivals(self, t: float) -> tuple[np.ndarray, np.ndarray]:
         target = round(self.profile.users_at(t))
@@ -343,7 +346,7 @@ class SimWorld:
             if new > 0:
                 self._spawn_credit -= new
                 self.next_send[self._active:self._active + new] = \
-                    t + self.rng.uniform(0.0, self.dt, new)
+                    t + self.rng_load.uniform(0.0, self.dt, new)
                 self._active += new
         else:
             self._spawn_credit = 0.0
