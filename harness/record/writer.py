@@ -70,6 +70,7 @@ def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
     """temp file + fsync + rename: readers see the old or the new file, never half."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes it private; results are for everyone to read
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=2, default=str)
             fh.write("\n")
