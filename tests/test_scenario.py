@@ -13,7 +13,7 @@ from harness.scenario.loader import load_scenario, load_scenario_text
 from harness.scenario.yamlsafe import MAX_BYTES, load_file, load_text
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = [ROOT / "spike.yaml", ROOT / "examples" / "crash.yaml", ROOT / "examples" / "step.yaml"]
+EXAMPLES = [ROOT / "spike.yaml", *sorted((ROOT / "examples").glob("*.yaml"))]
 
 MINIMAL = """\
 name: t
