@@ -26,7 +26,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-MAX_AUTOSCALE_REPLICAS = 200
+# the sim platform's bound (= scenario MAX_REPLICAS); docker and local are held to 50 at run time
+MAX_AUTOSCALE_REPLICAS = 2000
 
 PolicyName = Literal["hpa", "step", "target-tracking"]  # = sorted(registry.POLICIES), tested
 MetricPreset = Literal["cpu", "latency_p95_ms", "rps", "utilization"]  # = metrics.PRESETS
