@@ -320,7 +320,7 @@ def test_partial_rules_keep_the_other_defaults() -> None:
 
 
 @pytest.mark.parametrize("bad", [
-    {"max_replicas": 201},
+    {"max_replicas": 2001},
     {"min_replicas": 5, "max_replicas": 4},
     {"interval_s": 0.1},
     {"target": 0},
@@ -336,7 +336,7 @@ def test_partial_rules_keep_the_other_defaults() -> None:
     {"metric": "memory"},
     {"policy": "step", "step": {"steps": [{"lower": 0, "upper": 1, "change": 1},
                                           {"lower": 0.5, "change": 2}]}},
-], ids=["max>200", "min>max", "interval", "target0", "extra", "no-policies", "select",
+], ids=["max>2000", "min>max", "interval", "target0", "extra", "no-policies", "select",
         "value0", "window>1h", "camelCase", "behavior-not-hpa", "step-not-step",
         "unknown-policy", "unknown-metric", "overlapping-steps"])
 def test_spec_rejects(bad: dict[str, Any]) -> None:
