@@ -74,6 +74,42 @@ class TrialResult:
         d.update(error_rate=self.error_rate, throughput_rps=self.throughput_rps)
         return d
 
+    def account(self, s: Any, ready: int, hist_total: Histogram) -> None:
+        """Add one measured second (t_s ≥ 0) to the trial's totals."""
+        if s.t_s < 0:
+            return
+        self.requests += s.ok + s.failed
+        self.ok += s.ok
+        self.failures += s.failed
+        self.seconds = max(self.seconds, s.t_s + 1)
+        hist_total.merge(s.histogram)
+        self.replicas_min = min(self.replicas_min or ready, ready)
+        self.replicas_max = max(self.replicas_max, ready)
+
+
+def timeseries_row(key: dict[str, Any], s: Any, *, desired: int, running: int, ready: int,
+                   metric: float | None, target: float | None) -> dict[str, Any]:
+    """One timeseries.csv row from one second of load (a real SecondStats or the
+    simulator's), the same on every platform."""
+    h = s.histogram
+    return {
+        **key, "t_s": s.t_s, "offered_rps": s.offered, "sent_rps": s.sent,
+        "ok_rps": s.ok, "failed_rps": s.failed,
+        "p50_ms": h.percentile(50), "p95_ms": h.percentile(95),
+        "p99_ms": h.percentile(99), "max_ms": h.max_ms if h.total else None,
+        "replicas_desired": desired, "replicas_running": running,
+        "replicas_ready": ready, "dropped_rps": s.dropped,
+        "failed_status_rps": s.failed_by_cause.get("status", 0),
+        "failed_timeout_rps": s.failed_by_cause.get("timeout", 0),
+        "failed_conn_rps": s.failed_by_cause.get("conn", 0),
+        "failed_other_rps": s.failed_by_cause.get("other", 0),
+        "in_flight": s.in_flight, "autoscaler_metric": metric,
+        "autoscaler_target": target, "replicas_cpu_pct": None,
+        "loadgen_cpu_pct": getattr(s, "loadgen_cpu_pct", 0.0),
+        "loadgen_saturated": getattr(s, "saturated", False),
+        "latency_hist": h.encode(),
+    }
+
 
 def app_spec(loaded: LoadedScenario) -> AppSpec:
     a = loaded.scenario.app
@@ -179,40 +215,18 @@ def run_trial(loaded: LoadedScenario, strategy: Strategy, trial: int, plat: Plat
             running = sum(r.state in (ReplicaState.READY, ReplicaState.STARTING,
                                       ReplicaState.PAUSED) for r in replicas)
             ready = sum(r.state == ReplicaState.READY for r in replicas)
-            h = s.histogram
-            row = {
-                **key, "t_s": s.t_s, "offered_rps": s.offered, "sent_rps": s.sent,
-                "ok_rps": s.ok, "failed_rps": s.failed,
-                "p50_ms": h.percentile(50), "p95_ms": h.percentile(95),
-                "p99_ms": h.percentile(99), "max_ms": h.max_ms if h.total else None,
-                "replicas_desired": deployer.desired(), "replicas_running": running,
-                "replicas_ready": ready, "dropped_rps": s.dropped,
-                "failed_status_rps": s.failed_by_cause.get("status", 0),
-                "failed_timeout_rps": s.failed_by_cause.get("timeout", 0),
-                "failed_conn_rps": s.failed_by_cause.get("conn", 0),
-                "failed_other_rps": s.failed_by_cause.get("other", 0),
-                "in_flight": s.in_flight, "autoscaler_metric": snap.metric,
-                "autoscaler_target": snap.target, "replicas_cpu_pct": None,
-                "loadgen_cpu_pct": s.loadgen_cpu_pct, "loadgen_saturated": s.saturated,
-                "latency_hist": h.encode(),
-            }
+            row = timeseries_row(key, s, desired=deployer.desired(), running=running,
+                                 ready=ready, metric=snap.metric, target=snap.target)
             recorder.timeseries.write(row)
             if recorder.on_row is not None:
                 recorder.on_row(row)
-            if s.t_s >= 0:
-                res.requests += s.ok + s.failed
-                res.ok += s.ok
-                res.failures += s.failed
-                res.seconds = max(res.seconds, s.t_s + 1)
-                hist_total.merge(h)
-                res.replicas_min = min(res.replicas_min or ready, ready)
-                res.replicas_max = max(res.replicas_max, ready)
-                if s.saturated and not res.loadgen_saturated:
-                    res.loadgen_saturated = True
-                    warn = (f"{strategy.name} #{trial}: load generator saturated at "
-                            f"t={s.t_s}s; latencies from then on are not trustworthy")
-                    res.warnings.append(warn)
-                    echo(f"WARNING: {warn}")
+            res.account(s, ready, hist_total)
+            if s.t_s >= 0 and s.saturated and not res.loadgen_saturated:
+                res.loadgen_saturated = True
+                warn = (f"{strategy.name} #{trial}: load generator saturated at "
+                        f"t={s.t_s}s; latencies from then on are not trustworthy")
+                res.warnings.append(warn)
+                echo(f"WARNING: {warn}")
             progress.second(s, ready, deployer.desired())
 
         def on_load_event(kind: str, detail: str) -> None:

@@ -29,7 +29,7 @@ from harness.sim.deployer import SimDeployer
 from harness.sim.engine import SimSecond, SimWorld
 from harness.sim.model import AppModel
 from harness.sim.params import SimParams
-from harness.trial import Recorder, TrialResult, app_spec
+from harness.trial import Recorder, TrialResult, app_spec, timeseries_row
 
 WALL_OFFSET = 1_700_000_000.0  # the FakeClock's epoch: the sim's "wall" times are fake too
 READY_SLACK_S = 2.0  # the deploy starts this long before everything could be ready
@@ -210,31 +210,10 @@ def _set(clock: SimClock, t: float) -> None:
 def _row(s: SimSecond, deployer: SimDeployer, recorder: Recorder, key: dict[str, Any],
          snap: dict[str, float | None], res: TrialResult, hist_total: Histogram) -> None:
     running, ready = deployer.counts()
-    h = s.histogram
-    recorder.timeseries.write({
-        **key, "t_s": s.t_s, "offered_rps": s.offered, "sent_rps": s.sent,
-        "ok_rps": s.ok, "failed_rps": s.failed,
-        "p50_ms": h.percentile(50), "p95_ms": h.percentile(95),
-        "p99_ms": h.percentile(99), "max_ms": h.max_ms if h.total else None,
-        "replicas_desired": deployer.desired(), "replicas_running": running,
-        "replicas_ready": ready, "dropped_rps": s.dropped,
-        "failed_status_rps": s.failed_by_cause.get("status", 0),
-        "failed_timeout_rps": s.failed_by_cause.get("timeout", 0),
-        "failed_conn_rps": s.failed_by_cause.get("conn", 0),
-        "failed_other_rps": s.failed_by_cause.get("other", 0),
-        "in_flight": s.in_flight, "autoscaler_metric": snap["metric"],
-        "autoscaler_target": snap["target"], "replicas_cpu_pct": None,
-        "loadgen_cpu_pct": 0.0, "loadgen_saturated": False,
-        "latency_hist": h.encode(),
-    })
-    if s.t_s >= 0:
-        res.requests += s.ok + s.failed
-        res.ok += s.ok
-        res.failures += s.failed
-        res.seconds = max(res.seconds, s.t_s + 1)
-        hist_total.merge(h)
-        res.replicas_min = min(res.replicas_min or ready, ready)
-        res.replicas_max = max(res.replicas_max, ready)
+    recorder.timeseries.write(timeseries_row(key, s, desired=deployer.desired(),
+                                             running=running, ready=ready,
+                                             metric=snap["metric"], target=snap["target"]))
+    res.account(s, ready, hist_total)
 
 
 def _controller(strategy: Strategy, deployer: SimDeployer, clock: SimClock,
