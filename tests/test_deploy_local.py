@@ -32,8 +32,9 @@ from harness.deploy.base import (
     FaultTarget,
     ReplicaState,
 )
+from harness.deploy.haproxy import parse_stats
 from harness.deploy.local import OPTIONS, LocalDeployer, factory
-from harness.deploy.local_haproxy import HAProxyConfig, parse_stat, render_config
+from harness.deploy.local_haproxy import HAProxyConfig, render_config
 from harness.deploy.local_policy import (
     ExitDecision,
     counts_toward_scale,
@@ -453,14 +454,14 @@ def test_atexit_safety_net(tmp_path: Path) -> None:
     assert not Path(info["root"]).exists()
 
 
-def test_parse_stat() -> None:
+def test_parse_stats_of_local_slots() -> None:
     csv = ("# pxname,svname,status,stot,addr,\n"
            "lb,FRONTEND,OPEN,9,,\n"
            "app,r1,UP,7,127.0.0.1:4001,\n"
            "app,r2,DOWN 1/2,3,127.0.0.1:4002,\n"
            "app,r3,MAINT,0,127.0.0.1:1,\n"
            "app,BACKEND,UP,10,,\n")
-    servers = parse_stat(csv)
+    servers = parse_stats(csv)
     assert [(s.name, s.addr, s.status, s.sessions_total, s.routable) for s in servers] == [
         ("r1", "127.0.0.1:4001", "UP", 7, True),
         ("r2", "127.0.0.1:4002", "DOWN 1/2", 3, False),

@@ -474,12 +474,7 @@ class DockerDeployerBase:
 
     def lb_servers(self) -> list[haproxy.ServerStat]:
         """HAProxy's view of its app servers (runtime API `show stat`); [] if it is gone."""
-        if self._api is None or self._torn_down:
-            return []
-        try:
-            return self._api.servers()
-        except OSError:
-            return []
+        return [] if self._torn_down else haproxy.servers_of(self._api)
 
     def lb_ready_replicas(self) -> set[str]:
         """Ids of the replicas HAProxy is routing to right now."""

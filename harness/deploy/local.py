@@ -48,12 +48,12 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from harness.clock import Clock
-from harness.deploy import local_haproxy, local_prometheus
+from harness.deploy import haproxy, local_haproxy, local_prometheus
 from harness.deploy.base import DeployEvent, DeploySpec, EventSink, Replica, ReplicaState
 from harness.deploy.local_policy import (
     KINDS,
@@ -200,7 +200,7 @@ class LocalDeployer:
         self._socket_dir: Path | None = None
         self._haproxy: subprocess.Popen[bytes] | None = None
         self._prometheus: subprocess.Popen[bytes] | None = None
-        self._api: local_haproxy.RuntimeAPI | None = None
+        self._api: haproxy.RuntimeAPI | None = None
         self._lb_port = 0
         self._exporter_port = 0
         self._prom_port = 0
@@ -269,11 +269,12 @@ class LocalDeployer:
         hcfg = self.root / "haproxy.cfg"
         hcfg.write_text(local_haproxy.render_config(local_haproxy.HAProxyConfig(
             lb_port=self._lb_port, exporter_port=self._exporter_port, stats_socket=sock,
-            ready_path=self.spec.app.ready_path, max_servers=self.max_replicas,
-            balance=self.balance, server_timeout_s=self.server_timeout_s)))
+            max_servers=self.max_replicas,
+            settings=replace(local_haproxy.LOCAL_SETTINGS, ready_path=self.spec.app.ready_path,
+                             balance=self.balance, server_timeout_s=self.server_timeout_s))))
         self._haproxy = self._spawn_aux([self.haproxy_bin, "-db", "-f", str(hcfg)],
                                         self.root / "haproxy.log")
-        self._api = local_haproxy.RuntimeAPI(sock)
+        self._api = local_haproxy.runtime_api(sock)
         if not self._api.wait_answers(min(10.0, self.deploy_timeout_s)) or \
                 not wait_tcp("127.0.0.1", self._lb_port, 2.0):
             raise DeployError("HAProxy did not start: "
@@ -306,7 +307,7 @@ class LocalDeployer:
                                      or "no output"))
             if len(ready_ports) == len(reps):
                 try:
-                    up = local_haproxy.up_ports(self._api.servers_state())
+                    up = haproxy.up_ports(self._api.servers_state())
                 except OSError:
                     up = set()
                 if ready_ports <= up and self._prometheus_ready():
@@ -474,18 +475,13 @@ class LocalDeployer:
         """Ids of the replicas HAProxy is sending traffic to right now (runtime API)."""
         if self._api is None:
             return set()
-        up = local_haproxy.up_ports(self._api.servers_state())
+        up = haproxy.up_ports(self._api.servers_state())
         with self._lock:
             return {r.id for r in self._reps if r.in_lb and r.port in up}
 
-    def lb_servers(self) -> list[local_haproxy.LbServer]:
+    def lb_servers(self) -> list[haproxy.ServerStat]:
         """HAProxy's view of its server slots (`show stat`); [] when it is not running."""
-        if self._api is None or self._torn_down:
-            return []
-        try:
-            return self._api.servers()
-        except OSError:
-            return []
+        return [] if self._torn_down else haproxy.servers_of(self._api)
 
     def haproxy_exporter_url(self) -> str:
         return f"http://127.0.0.1:{self._exporter_port}/metrics"
@@ -739,17 +735,18 @@ class LocalDeployer:
                         continue
                     if cur is None and not new[1]:
                         # configured disabled already: only the address needs setting
-                        self._api.set_server(slot, new[0], False)
+                        self._api.set_server(slot, local_haproxy.slot_addr(new[0]), False)
                     else:
-                        port = new[0] if cur is None or cur[0] != new[0] else None
-                        self._api.set_server(slot, port, new[1], force_up=slot in force)
+                        addr = (local_haproxy.slot_addr(new[0])
+                                if cur is None or cur[0] != new[0] else None)
+                        self._api.set_server(slot, addr, new[1], force_up=slot in force)
                     self._lb_applied[slot] = new
                 if self._targets_applied is not None and targets != self._targets_applied:
                     assert self.root is not None
                     local_prometheus.write_targets(self.root / "targets.json", targets)
                     self._targets_applied = targets
                 self.last_sync_error = None
-            except (OSError, local_haproxy.RuntimeAPIError) as e:
+            except (OSError, haproxy.RuntimeAPIError) as e:
                 # put the force-ups back; the next tick retries the whole diff
                 with self._lock:
                     for r in self._reps:
