@@ -358,9 +358,14 @@ def test_compose_file_is_valid_and_publishes_on_loopback_only() -> None:
                        text=True, timeout=60, env=env)
     assert r.returncode == 0, r.stderr
     doc = yaml.safe_load(r.stdout)
-    assert set(doc["services"]) == {"app", "lb", "prometheus"}
+    # a trial runs the services without a profile; grafana is the opt-in live view
+    trial = {n: s for n, s in doc["services"].items() if not s.get("profiles")}
+    assert set(trial) == {"app", "lb", "prometheus"}
+    grafana = doc["services"]["grafana"]
+    assert grafana["profiles"] == ["observability"] and "ports" not in grafana
+    assert grafana["environment"]["GF_SERVER_HTTP_ADDR"] == "127.0.0.1"
     assert doc["services"]["app"]["restart"] == "always"
-    for name, svc in doc["services"].items():
+    for name, svc in trial.items():
         assert svc["labels"]["harness.managed"] == "true"
         assert svc["labels"]["harness.run"] == "r1"
         for p in svc.get("ports", []):
