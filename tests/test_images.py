@@ -328,3 +328,85 @@ def test_an_override_is_used_as_is_and_a_missing_one_is_a_clear_error(
     with pytest.raises(PrerequisiteError, match=r"HARNESS_PROMETHEUS_IMAGE=.*cannot pull") as e:
         images.build_images(progress=lambda _m: None, client=client, environ=missing)
     assert "\n" not in str(e.value)
+
+
+def _app_container(client: Any, run_id: str, **env: object) -> tuple[Any, int]:
+    c = client.containers.run(images.DEFAULT_REFS["app"], detach=True,
+                              labels=labels_for(run_id),
+                              environment={k: str(v) for k, v in env.items()},
+                              ports={"8000/tcp": ("127.0.0.1", None)})
+    port = _host_port(c, "8000/tcp")
+    _wait_http(f"http://127.0.0.1:{port}/readyz", deadline_s=20)
+    return c, port
+
+
+@pytest.mark.docker
+def test_capacity_model_holds_in_a_container(client: Any, built: list[images.BuiltImage],
+                                             run_id: str) -> None:
+    """The same capacity figures as the process tests, through the image: WORKERS=2,
+    SERVICE_MS=100 → about 20 req/s with p50 about 100 ms; past the queue limit, 503 fast."""
+    import http.client
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    c, port = _app_container(client, run_id, WORKERS=2, SERVICE_MS=100,
+                             SERVICE_DIST="constant", QUEUE_LIMIT=50)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        alone = []
+        for _ in range(6):
+            t0 = time.monotonic()
+            conn.request("GET", "/work")
+            conn.getresponse().read()
+            alone.append(time.monotonic() - t0)
+        conn.close()
+        p50 = sorted(alone)[len(alone) // 2]
+        assert 0.095 <= p50 <= 0.2, p50
+        done: list[float] = []
+        lock = threading.Lock()
+        stop = time.monotonic() + 4.0
+
+        def client_loop() -> None:
+            k = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            while time.monotonic() < stop:
+                k.request("GET", "/work")
+                r = k.getresponse()
+                r.read()
+                assert r.status == 200
+                with lock:
+                    done.append(time.monotonic())
+            k.close()
+
+        threads = [threading.Thread(target=client_loop) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=20)
+        # [stop-3, stop): skip the first second, and the requests still finishing after it
+        window = [x for x in done if stop - 3.0 <= x < stop]
+        rate = len(window) / 3.0
+        print(f"container: p50 {p50 * 1000:.0f} ms, {rate:.1f} req/s")
+        assert 17 <= rate <= 23, rate
+    finally:
+        c.remove(force=True)
+
+    c, port = _app_container(client, run_id, WORKERS=1, SERVICE_MS=500,
+                             SERVICE_DIST="constant", QUEUE_LIMIT=2)
+    try:
+        def one(_: int) -> tuple[int, float]:
+            k = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            t0 = time.monotonic()
+            k.request("GET", "/work")
+            r = k.getresponse()
+            r.read()
+            k.close()
+            return r.status, time.monotonic() - t0
+
+        with ThreadPoolExecutor(10) as pool:
+            results = list(pool.map(one, range(10)))
+        ok = [t for s, t in results if s == 200]
+        rejected = [t for s, t in results if s == 503]
+        assert len(ok) == 3 and len(rejected) == 7, results
+        assert max(rejected) < 0.3, results  # refused at once, not after waiting
+    finally:
+        c.remove(force=True)
