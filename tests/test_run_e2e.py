@@ -200,7 +200,9 @@ def _labelled_docker_objects(run_id: str) -> list[str]:
 
     client = docker.from_env()
     flt = {"label": [f"harness.run={run_id}"]}
-    found = [f"container {c.name}" for c in client.containers.list(all=True, filters=flt)]
+    from harness.deploy.docker_common import list_containers
+
+    found = [f"container {c.name}" for c in list_containers(client, flt)]
     found += [f"network {n.name}" for n in client.networks.list(filters=flt)]
     found += [f"volume {v.name}" for v in client.volumes.list(filters=flt)]
     try:

@@ -21,6 +21,7 @@ from harness.deploy.base import MANAGED_LABEL, RUN_LABEL
 from harness.deploy.docker_common import (
     TRIAL_LABEL,
     WORKDIR_ROOT,
+    list_containers,
     remove_containers,
     remove_networks,
     remove_workdirs,
@@ -41,7 +42,7 @@ def leftovers(client: Any, run_id: str | None = None) -> list[str]:
     import docker.errors
 
     f = _filters(run_id, None)
-    found = [f"container {c.name}" for c in client.containers.list(all=True, filters=f)]
+    found = [f"container {c.name}" for c in list_containers(client, f)]
     with contextlib.suppress(docker.errors.APIError):  # not a swarm manager: no services
         found += [f"service {s.name}" for s in client.services.list(filters=f)]
     found += [f"network {n.name}" for n in client.networks.list(filters=f)]
@@ -72,7 +73,7 @@ def sweep(client: Any, run_id: str | None, *, trial_id: str | None = None,
             note(f"removed service {s.name}")
     deadline = time.monotonic() + timeout_s
     while True:
-        containers = list(client.containers.list(all=True, filters=f))
+        containers = list(list_containers(client, f))
         for c in containers:
             with contextlib.suppress(docker.errors.NotFound):
                 if c.status == "paused":
@@ -80,7 +81,7 @@ def sweep(client: Any, run_id: str | None, *, trial_id: str | None = None,
                     note(f"unpaused container {c.name}")
         remove_containers(containers, log=note)
         # Swarm may still be starting a task of a service removed above: look again
-        if not list(client.containers.list(all=True, filters=f)) or \
+        if not list(list_containers(client, f)) or \
                 time.monotonic() > deadline:
             break
         time.sleep(0.3)

@@ -103,6 +103,21 @@ def label_filters(run_id: str, trial_id: str | None = None,
 _TS = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$")
 
 
+def list_containers(client: Any, filters: dict[str, Any],
+                    include_stopped: bool = True) -> list[Any]:
+    """client.containers.list without its race: docker-py lists, then inspects each id, and
+    a container removed in between (a compose restart, a Swarm task, a tear-down) raised
+    NotFound for the whole call. Here a vanished container is simply not listed."""
+    import docker.errors
+
+    out = []
+    for d in client.api.containers(all=include_stopped, filters=filters):
+        try:
+            out.append(client.containers.get(d["Id"]))
+        except docker.errors.NotFound:
+            continue
+    return out
+
 def parse_docker_time(value: str | None) -> float | None:
     """Docker's RFC 3339 (nanoseconds) timestamps → epoch seconds; None for the zero time."""
     if not value or value.startswith("0001-01-01"):
@@ -488,8 +503,8 @@ class DockerDeployerBase:
 
     def _app_containers(self) -> list[Any]:
         """Every app container of this trial (running or not)."""
-        return list(self.client.containers.list(
-            all=True, filters=label_filters(self.spec.run_id, self.spec.trial_id, "app")))
+        return list_containers(
+            self.client, label_filters(self.spec.run_id, self.spec.trial_id, "app"))
 
     def _replica_id(self, attrs: dict[str, Any]) -> str:
         return str(attrs["Id"])[:12]  # = the container's default hostname = X-Replica
@@ -605,8 +620,8 @@ class DockerDeployerBase:
         self._read_aux_ports()
 
     def _aux_container(self, role: str) -> Any:
-        found = self.client.containers.list(
-            all=True, filters=label_filters(self.spec.run_id, self.spec.trial_id, role))
+        found = list_containers(
+            self.client, label_filters(self.spec.run_id, self.spec.trial_id, role))
         if not found:
             raise DeployError(f"the {role} container of {self.spec.trial_id} is missing")
         return found[0]
@@ -662,8 +677,8 @@ class DockerDeployerBase:
 
     # ── tear-down steps ────────────────────────────────────────────────────────────
     def _trial_containers(self, role: str | None = None) -> list[Any]:
-        return list(self.client.containers.list(
-            all=True, filters=label_filters(self.spec.run_id, self.spec.trial_id, role)))
+        return list_containers(
+            self.client, label_filters(self.spec.run_id, self.spec.trial_id, role))
 
     def _unpause_all(self) -> None:
         # every fault is reverted at tear-down: no frozen container outlives a trial
