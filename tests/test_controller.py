@@ -502,7 +502,11 @@ def test_real_local_deployer_under_a_load_step(with_prometheus: bool) -> None:
     # …and not much later than the window after the load dropped: + the metric's 4 s
     # averaging window + 5 intervals of slack for a busy machine
     assert first_down["t_s"] <= down_at + 10 + 4 + 5 * spec.interval_s, log
-    assert rows[-1]["desired"] == 2 and rows[-1]["current_replicas"] == 2, log
+    # back near min_replicas: 2 busy clients on 2-slot replicas is 0.33 per replica at 3
+    # replicas, ceil(3 × 0.33 / 0.6) = 2 — but a 4 s average of 1 s scrapes often reads
+    # 0.42 on a shared machine (request overhead), and ceil(3 × 0.42 / 0.6) = 3 is the
+    # HPA's correct answer to that; so 2 or 3, never the peak
+    assert rows[-1]["desired"] <= 3 and rows[-1]["current_replicas"] <= 3, log
     for r in rows:  # every change is explained
         if r["action"] == "scale":
             assert r["reason"].split(";")[0] in ("AboveTarget", "BelowTarget"), log
