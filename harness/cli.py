@@ -78,16 +78,9 @@ def validate(scenario: Path, as_json: bool) -> None:
     """
     import yaml
 
-    from harness.analysis.thresholds import parse_thresholds
-    from harness.errors import ScenarioError
     from harness.scenario.loader import load_scenario
 
-    loaded = load_scenario(scenario)
-    sc = loaded.scenario
-    try:
-        parse_thresholds(sc.thresholds, [s.name for s in sc.strategies])
-    except ScenarioError as e:
-        raise ScenarioError(e.detail, file=str(scenario), key=e.key or "thresholds") from None
+    sc = load_scenario(scenario).scenario  # thresholds, trace and locustfile checked too
     data = sc.model_dump(mode="json")
     if as_json:
         click.echo(json.dumps(data, indent=2))

@@ -261,18 +261,17 @@ def _finish(run_dir: Path, loaded: LoadedScenario, results: list[TrialResult],
 
     # write_report writes summary.csv too: the page and the table come from one computation
     echo(f"report: {write_report(run_dir)}")
-    sc = loaded.scenario
-    if not sc.thresholds or not results:
+    if not loaded.thresholds or not results:
         return 0
     if interrupted:
         echo("thresholds not evaluated: the run was interrupted")
         return 0
     from harness.analysis.rundata import load_run
     from harness.analysis.summary import summarize_run
-    from harness.analysis.thresholds import evaluate_thresholds, parse_thresholds
+    from harness.analysis.thresholds import evaluate_thresholds
 
     ran = {r.strategy for r in results}
-    parsed = parse_thresholds(sc.thresholds, [s.name for s in sc.strategies])
+    parsed = loaded.thresholds  # parsed and checked when the scenario loaded
     for th in parsed:
         if th.strategy is not None and th.strategy not in ran:
             echo(f"- {th.text}: skipped ({th.strategy!r} did not run)")

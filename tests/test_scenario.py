@@ -167,3 +167,47 @@ def test_cli_help_lists_subcommands() -> None:
     for sub in ("run", "validate", "images", "compare", "report", "dashboard", "calibrate",
                 "clean"):
         assert sub in r.stdout
+
+
+# -- every cross-reference is checked when the scenario loads (issue: the scenario as the
+#    single source): `harness run` refuses before any run folder exists.
+
+_REFS = MINIMAL.replace("stages:\n    - {duration_s: 10, rps: 100}\n", "{load}")
+
+
+# `marker` is the text on the line the error must name (the line is found, not guessed).
+@pytest.mark.parametrize(("load", "extra", "files", "marker", "key", "needle"), [
+    ("stages:\n    - {duration_s: 10, rps: 100}\n", "thresholds:\n  - p95_ms < 300\n"
+     "  - mx.recovery_s < 30\n", {}, "mx.recovery_s", "thresholds[1]",
+     "unknown strategy 'mx'"),
+    ("stages:\n    - {duration_s: 10, rps: 100}\n", "thresholds:\n  - p96_ms < 300\n",
+     {}, "p96_ms", "thresholds[0]", "unknown metric 'p96_ms'"),
+    ("stages:\n    - {duration_s: 10, rps: 100}\n", "thresholds:\n  - p95_ms <\n",
+     {}, "p95_ms <", "thresholds[0]", "is not a threshold"),
+    ("trace: t.csv\n", "", {"t.csv": "time,rate\n0,10\n5,20\n"}, "trace:", "load.trace",
+     "header must name the columns"),
+    ("trace: t.csv\n", "", {"t.csv": "t_s,rps\n0,10\n5,x\n"}, "trace:", "load.trace",
+     "t.csv:3:"),
+    ("trace: gone.csv\n", "", {}, "trace:", "load.trace", "not found"),
+    ("stages:\n    - {duration_s: 10, rps: 100}\n  locustfile: lf.py\n", "", {},
+     "locustfile:", "load.locustfile", "not found"),
+], ids=["threshold-strategy", "threshold-metric", "threshold-syntax", "trace-header",
+        "trace-row", "trace-missing", "locustfile-missing"])
+def test_run_refuses_bad_references_before_creating_anything(
+        tmp_path: Path, load: str, extra: str, files: dict[str, str], marker: str, key: str,
+        needle: str) -> None:
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    p = tmp_path / "s.yaml"
+    body = _REFS.replace("{load}", load) + extra
+    p.write_text(body)
+    line = next(n for n, text in enumerate(body.splitlines(), 1) if marker in text)
+    out = tmp_path / "results"
+    r = _cli("run", str(p), "--platform", "sim", "--out", str(out), cwd=tmp_path)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith(f"harness: {p}:{line}: {key}: "), r.stderr
+    assert needle in r.stderr
+    assert not out.exists()
+    v = _cli("validate", str(p), cwd=tmp_path)
+    assert v.returncode == 2 and v.stderr == r.stderr

@@ -1,6 +1,6 @@
-"""summary.csv: one row per strategy × trial (DESIGN.md "Results layout").
+"""summary.csv: one row per strategy × trial (docs/columns.md).
 
-Column order: SUMMARY_CORE (harness.record.schema, stable), then SUMMARY_EXTRA (below,
+Column order: SUMMARY_CORE (harness.record.schema, stable), then SUMMARY_EXTRA (same file,
 stable), then five columns per disturbance, in time order, named
 ``<metric>_<disturbance>`` with the disturbance names of harness.analysis.disturbances
 (``<kind>_t<seconds>``, e.g. ``spike_t30``, ``crash_t95``):
@@ -34,65 +34,12 @@ from harness.analysis.latency import decode_all, good_requests, window_latency
 from harness.analysis.recovery import recovery_time
 from harness.analysis.rundata import RunData, SloSpec, capacity_of, load_run, trial_frames
 from harness.analysis.slo import measured, slo_table, violation_seconds
-from harness.record.schema import SUMMARY_CORE, Column, names
-
-
-def _cols(*pairs: tuple[str, str]) -> tuple[Column, ...]:
-    return tuple(Column(n, d) for n, d in pairs)
-
-SUMMARY_EXTRA = _cols(
-    ("duration_s", "measured seconds (t_s ≥ 0)"),
-    ("ok_requests", "successful requests"),
-    ("offered_requests", "requests the load profile asked for (open model)"),
-    ("sent_requests", "requests actually sent (offered − sent: load-generator lag)"),
-    ("dropped_requests", "open-model send slots no free user could take"),
-    ("goodput_rps", "successful requests within the latency SLO (slo.p95_ms) per second"),
-    ("p50_ms", "median latency over the trial (merged histograms)"),
-    ("max_ms", "maximum latency over the trial"),
-    ("latency_source", "histogram (exact merge) | approx (no histograms recorded) | none"),
-    ("requests_per_replica_s", "successful requests per replica-second (efficiency)"),
-    ("replicas_max", "most replicas running in any second"),
-    ("disturbances", "number of disturbances (load steps up and faults)"),
-    ("not_recovered", "disturbances the SLO did not recover from before the trial ended"),
-    ("recovered", "1 when every disturbance recovered, 0 when one did not, empty without any"),
-    ("recovery_s", "worst recovery time over the disturbances; empty when one did not recover"),
-    ("failed_in_disturbances", "failed requests inside disturbance windows"),
-    ("scale_up_reaction_s", "mean over disturbances of: t0 → first new replica ready"),
-    ("capacity_rps_per_replica", "per-replica capacity behind the demand curve"),
-    ("capacity_source", "calibrated (harness calibrate) | nominal (WORKERS/SERVICE_MS) | none"),
-    ("elasticity_accuracy_u_pct", "SPEC RG under-provisioning accuracy θ_U, %"),
-    ("elasticity_accuracy_o_pct", "SPEC RG over-provisioning accuracy θ_O, %"),
-    ("elasticity_timeshare_u_pct", "SPEC RG under-provisioning timeshare τ_U, %"),
-    ("elasticity_timeshare_o_pct", "SPEC RG over-provisioning timeshare τ_O, %"),
-    ("elasticity_jitter_per_min", "SPEC RG jitter: (supply − demand adaptations) per minute"),
-    ("elasticity_under_replicas", "mean missing replicas (demand − ready, when positive)"),
-    ("elasticity_over_replicas", "mean surplus replicas (ready − demand, when positive)"),
+from harness.record.schema import (
+    DISTURBANCE_METRICS,
+    DISTURBANCES_CSV,
+    names,
+    summary_columns,
 )
-
-DISTURBANCE_METRICS = _cols(
-    ("recovery_s", "seconds until the SLO held again for stable_s; empty = not recovered"),
-    ("recovered", "1 recovered, 0 not recovered"),
-    ("slo_violation_s", "SLO-violation seconds in the disturbance's window"),
-    ("failed", "failed requests in the disturbance's window"),
-    ("scale_up_reaction_s", "t0 → first new replica ready within the window; empty = none"),
-)
-
-DISTURBANCES_CSV = _cols(
-    ("run_id", ""), ("strategy", ""), ("trial", ""),
-    ("disturbance", "name, e.g. spike_t30"), ("kind", "spike | step | crash | kill | pause"),
-    ("t0_s", "when it happened"), ("window_end_s", "next disturbance or trial end"),
-    ("recovered", "1 / 0"), ("recovery_s", "empty = not recovered"),
-    ("slo_violation_s", "in the window"), ("requests", "completed in the window"),
-    ("failed", "failed in the window"), ("scale_up_reaction_s", "empty = no new replica"),
-    ("replicas_hit", "fault victims, ';'-separated"),
-)
-
-# Non-numeric summary columns (not aggregated, not usable in thresholds).
-TEXT_COLUMNS = frozenset({"run_id", "strategy", "latency_source", "capacity_source"})
-
-
-def summary_columns() -> list[str]:
-    return names(SUMMARY_CORE) + names(SUMMARY_EXTRA)
 
 
 def disturbance_column(metric: str, disturbance: str) -> str:

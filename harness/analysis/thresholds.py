@@ -12,79 +12,25 @@ trials. A gate passes only on numbers: a trial that did not recover (recovery_s 
 or any other missing value, fails the gate and says why — "not recovered" is never
 mistaken for a fast recovery.
 
-Parsing errors (bad syntax, unknown metric or strategy) are ScenarioErrors (exit 2);
-failed gates are returned as lines; the CLI turns them into GateFailed (exit 1).
+Parsing lives with the scenario (harness/scenario/thresholds.py): a bad threshold is refused
+when the scenario loads, before anything runs. Failed gates are returned as lines; the CLI
+turns them into GateFailed (exit 1).
 """
 
 from __future__ import annotations
 
 import math
-import operator
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from harness.analysis.summary import DISTURBANCE_METRICS, TEXT_COLUMNS, summary_columns
 from harness.errors import GateFailed, ScenarioError
+from harness.scenario.thresholds import Threshold, parse_threshold, parse_thresholds
 
-OPS: dict[str, Callable[[float, float], bool]] = {
-    "<=": operator.le, ">=": operator.ge, "==": operator.eq, "!=": operator.ne,
-    "<": operator.lt, ">": operator.gt,
-}
-_EXPR = re.compile(
-    r"^\s*(?:(?P<strategy>[a-z0-9][a-z0-9_-]{0,39})\.)?(?P<metric>[a-z][a-z0-9_]*)"
-    r"\s*(?P<op><=|>=|==|!=|<|>)\s*(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
-_PER_DISTURBANCE = re.compile(
-    r"^(?:" + "|".join(re.escape(c.name) for c in DISTURBANCE_METRICS)
-    + r")_[a-z]+_t\d+(?:_\d+)?$")
-_NOT_METRICS = {"run_id", "strategy", "trial"} | set(TEXT_COLUMNS)
-
-
-def known_metrics() -> list[str]:
-    return [c for c in summary_columns() if c not in _NOT_METRICS]
-
-
-@dataclass(frozen=True)
-class Threshold:
-    text: str
-    strategy: str | None
-    metric: str
-    op: str
-    value: float
-
-    def holds(self, x: float) -> bool:
-        return OPS[self.op](x, self.value)
-
-
-def parse_threshold(text: str, index: int | None = None,
-                    strategies: Sequence[str] | None = None) -> Threshold:
-    key = f"thresholds[{index}]" if index is not None else "thresholds"
-    m = _EXPR.match(text)
-    if not m:
-        raise ScenarioError(f"{text!r} is not a threshold; write '<metric> <op> <number>' "
-                            "or '<strategy>.<metric> <op> <number>', op one of "
-                            "< <= > >= == != (e.g. 'autoscale.recovery_s < 30')", key=key)
-    metric = m["metric"]
-    if metric not in known_metrics() and not _PER_DISTURBANCE.match(metric):
-        raise ScenarioError(f"unknown metric {metric!r} in {text!r}; known: "
-                            f"{', '.join(known_metrics())}, or per disturbance "
-                            "e.g. recovery_s_spike_t30", key=key)
-    strategy = m["strategy"]
-    if strategy is not None and strategies is not None and strategy not in strategies:
-        raise ScenarioError(f"unknown strategy {strategy!r} in {text!r}; the scenario has "
-                            f"{', '.join(strategies)}", key=key)
-    return Threshold(text=text.strip(), strategy=strategy, metric=metric, op=m["op"],
-                     value=float(m["value"]))
-
-
-def parse_thresholds(texts: Sequence[str],
-                     strategies: Sequence[str] | None = None) -> list[Threshold]:
-    """Parse every line (for `harness validate` too): the first bad one raises."""
-    return [parse_threshold(t, i, strategies) for i, t in enumerate(texts)]
-
+__all__ = ["GateResult", "Threshold", "evaluate_thresholds", "gate_run", "parse_threshold",
+           "parse_thresholds"]
 
 @dataclass
 class GateResult:

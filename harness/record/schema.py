@@ -91,15 +91,72 @@ SUMMARY_CORE = KEY + _cols(
 )
 
 
+SUMMARY_EXTRA = _cols(
+    ("duration_s", "measured seconds (t_s ≥ 0)"),
+    ("ok_requests", "successful requests"),
+    ("offered_requests", "requests the load profile asked for (open model)"),
+    ("sent_requests", "requests actually sent (offered − sent: load-generator lag)"),
+    ("dropped_requests", "open-model send slots no free user could take"),
+    ("goodput_rps", "successful requests within the latency SLO (slo.p95_ms) per second"),
+    ("p50_ms", "median latency over the trial (merged histograms)"),
+    ("max_ms", "maximum latency over the trial"),
+    ("latency_source", "histogram (exact merge) | approx (no histograms recorded) | none"),
+    ("requests_per_replica_s", "successful requests per replica-second (efficiency)"),
+    ("replicas_max", "most replicas running in any second"),
+    ("disturbances", "number of disturbances (load steps up and faults)"),
+    ("not_recovered", "disturbances the SLO did not recover from before the trial ended"),
+    ("recovered", "1 when every disturbance recovered, 0 when one did not, empty without any"),
+    ("recovery_s", "worst recovery time over the disturbances; empty when one did not recover"),
+    ("failed_in_disturbances", "failed requests inside disturbance windows"),
+    ("scale_up_reaction_s", "mean over disturbances of: t0 → first new replica ready"),
+    ("capacity_rps_per_replica", "per-replica capacity behind the demand curve"),
+    ("capacity_source", "calibrated (harness calibrate) | nominal (WORKERS/SERVICE_MS) | none"),
+    ("elasticity_accuracy_u_pct", "SPEC RG under-provisioning accuracy θ_U, %"),
+    ("elasticity_accuracy_o_pct", "SPEC RG over-provisioning accuracy θ_O, %"),
+    ("elasticity_timeshare_u_pct", "SPEC RG under-provisioning timeshare τ_U, %"),
+    ("elasticity_timeshare_o_pct", "SPEC RG over-provisioning timeshare τ_O, %"),
+    ("elasticity_jitter_per_min", "SPEC RG jitter: (supply − demand adaptations) per minute"),
+    ("elasticity_under_replicas", "mean missing replicas (demand − ready, when positive)"),
+    ("elasticity_over_replicas", "mean surplus replicas (ready − demand, when positive)"),
+)
+
+DISTURBANCE_METRICS = _cols(
+    ("recovery_s", "seconds until the SLO held again for stable_s; empty = not recovered"),
+    ("recovered", "1 recovered, 0 not recovered"),
+    ("slo_violation_s", "SLO-violation seconds in the disturbance's window"),
+    ("failed", "failed requests in the disturbance's window"),
+    ("scale_up_reaction_s", "t0 → first new replica ready within the window; empty = none"),
+)
+
+DISTURBANCES_CSV = _cols(
+    ("run_id", ""), ("strategy", ""), ("trial", ""),
+    ("disturbance", "name, e.g. spike_t30"), ("kind", "spike | step | crash | kill | pause"),
+    ("t0_s", "when it happened"), ("window_end_s", "next disturbance or trial end"),
+    ("recovered", "1 / 0"), ("recovery_s", "empty = not recovered"),
+    ("slo_violation_s", "in the window"), ("requests", "completed in the window"),
+    ("failed", "failed in the window"), ("scale_up_reaction_s", "empty = no new replica"),
+    ("replicas_hit", "fault victims, ';'-separated"),
+)
+
+# Non-numeric summary columns (not aggregated, not usable in thresholds).
+TEXT_COLUMNS = frozenset({"run_id", "strategy", "latency_source", "capacity_source"})
+
+
 def names(columns: tuple[Column, ...]) -> list[str]:
     return [c.name for c in columns]
+
+
+def summary_columns() -> list[str]:
+    """summary.csv's fixed columns; per-disturbance ones follow them."""
+    return names(SUMMARY_CORE) + names(SUMMARY_EXTRA)
 
 
 FILES: dict[str, tuple[Column, ...]] = {
     "timeseries.csv": TIMESERIES,
     "events.csv": EVENTS,
     "decisions.csv": DECISIONS,
-    "summary.csv": SUMMARY_CORE,
+    "summary.csv": SUMMARY_CORE + SUMMARY_EXTRA,
+    "disturbances.csv": DISTURBANCES_CSV,
 }
 
 
@@ -111,7 +168,8 @@ def markdown() -> str:
         out += [f"## {fname}", "", "| column | meaning |", "| --- | --- |"]
         out += [f"| `{c.name}` | {c.doc.replace('|', '/')} |" for c in cols]
         if fname == "summary.csv":
-            out += ["| … | further columns follow (see harness/analysis/summary.py) |"]
+            out += ["| `<metric>_<disturbance>` | per disturbance, for each of: "
+                    + ", ".join(f"`{c.name}`" for c in DISTURBANCE_METRICS) + " |"]
         out.append("")
     return "\n".join(out)
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import difflib
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from harness.errors import ScenarioError
+from harness.load.profile import Profile, ProfileError
 from harness.scenario.models import At, Scenario
+from harness.scenario.thresholds import Threshold, parse_threshold
 from harness.scenario.yamlsafe import Located, load_file, load_text
 
 
@@ -20,6 +22,8 @@ from harness.scenario.yamlsafe import Located, load_file, load_text
 class LoadedScenario:
     scenario: Scenario
     path: Path  # the file it came from; relative paths inside it resolve against its folder
+    # Parsed once here, so every cross-reference is checked before anything runs.
+    thresholds: tuple[Threshold, ...] = field(default=())
 
     def resolve(self, relative: str) -> Path:
         p = Path(relative)
@@ -107,15 +111,40 @@ def validate(located: Located) -> Scenario:
 
 
 def load_scenario(path: str | Path) -> LoadedScenario:
+    """The scenario and everything it refers to, checked: a bad threshold, a missing
+    locustfile or a malformed trace is a `file:line: key: message` before any run starts."""
     located = load_file(path)
     scenario = validate(located)
-    loaded = LoadedScenario(scenario=scenario, path=Path(path).resolve())
-    for key, value in (("trace", scenario.load.trace), ("locustfile", scenario.load.locustfile)):
-        if value and not loaded.resolve(value).is_file():
-            raise ScenarioError(f"file {value!r} not found (relative to the scenario's folder)",
-                                file=located.file, line=located.line_of(("load", key)),
-                                key=f"load.{key}")
-    return loaded
+    base = LoadedScenario(scenario=scenario, path=Path(path).resolve())
+    _check_files(base, located)
+    strategies = [s.name for s in scenario.strategies]
+    parsed = []
+    for i, text in enumerate(scenario.thresholds):
+        try:
+            parsed.append(parse_threshold(text, i, strategies))
+        except ScenarioError as e:
+            raise ScenarioError(e.detail, file=located.file,
+                                line=located.line_of(("thresholds", i)),
+                                key=e.key) from None
+    return LoadedScenario(scenario=scenario, path=base.path, thresholds=tuple(parsed))
+
+
+def _check_files(loaded: LoadedScenario, located: Located) -> None:
+    load = loaded.scenario.load
+    for key, value in (("trace", load.trace), ("locustfile", load.locustfile)):
+        if not value:
+            continue
+        where = {"file": located.file, "line": located.line_of(("load", key)),
+                 "key": f"load.{key}"}
+        target = loaded.resolve(value)
+        if not target.is_file():
+            raise ScenarioError(f"file {value!r} not found (relative to the scenario's "
+                                "folder)", **where)
+        if key == "trace":
+            try:
+                Profile.from_csv(target)
+            except ProfileError as e:
+                raise ScenarioError(f"malformed trace: {e}", **where) from None
 
 
 def load_scenario_text(text: str, file: str = "<string>") -> Scenario:
