@@ -90,7 +90,8 @@ def probe(loaded: LoadedScenario, base_url: str, rate: float, seed: int) -> Rate
 def calibrate(scenario: Path, platform: str | None = None,
               echo: Callable[[str], None] = print) -> float | None:
     from harness.deploy.base import DeploySpec
-    from harness.trial import app_spec, make_deployer, wait_ready
+    from harness.realtime import make_deployer, wait_ready
+    from harness.trial import app_spec
 
     loaded = load_scenario(scenario)
     sc = loaded.scenario
@@ -100,7 +101,7 @@ def calibrate(scenario: Path, platform: str | None = None,
     if plat.name == "docker":
         from harness.deploy.images import ensure_images
         ensure_images(plat.docker)
-    slo = SloSpec(p95_ms=sc.slo.p95_ms, error_rate=sc.slo.error_rate, stable_s=sc.slo.stable_s)
+    slo = SloSpec.of(sc.slo)
     nominal = nominal_capacity(loaded) or 50.0
     echo(f"calibrating {sc.name} on {plat.name}: one replica, {PROBE_S} s probes, SLO p95 ≤ "
          f"{slo.p95_ms:g} ms, errors ≤ {slo.error_rate:.1%} (nominal {nominal:g} req/s)")

@@ -28,8 +28,8 @@ from harness.platform import Platform, resolve
 from harness.record.schema import SCHEMA_VERSION
 from harness.record.writer import write_json_atomic
 from harness.scenario.loader import LoadedScenario, load_scenario
-from harness.scenario.models import REAL_PLATFORM_MAX_REPLICAS, Scenario
-from harness.trial import Recorder, TrialResult, run_trial
+from harness.scenario.models import REAL_PLATFORM_MAX_REPLICAS, Scenario, Strategy
+from harness.trial import Recorder, TrialResult, TrialRuntime, run_trial
 
 EXIT_INTERRUPTED = 130
 
@@ -155,16 +155,23 @@ def _check_platform_bounds(sc: Scenario, plat: Platform) -> None:
                                  f"{REAL_PLATFORM_MAX_REPLICAS} (use --platform sim)")
 
 
+def runtime_for(plat: Platform, loaded: LoadedScenario, strategy: Strategy, trial: int,
+                workers: int | None) -> TrialRuntime:
+    """The platform side of one trial (harness/trial.py runs it the same way on all)."""
+    if plat.name == "sim":
+        from harness.sim.runtime import SimRuntime
+
+        return SimRuntime(loaded, strategy, trial)
+    from harness.realtime import RealRuntime
+
+    return RealRuntime(plat, loaded, trial, workers=workers)
+
+
 def run_scenario(path: Path, opts: RunOptions) -> int:
     loaded = load_scenario(path)
     sc = loaded.scenario
     echo = opts.echo
     plat = resolve(opts.platform or sc.platform)
-    run_one: Callable[..., TrialResult] = run_trial
-    if plat.name == "sim":
-        from harness.sim.trial import run_trial_on_sim
-
-        run_one = run_trial_on_sim  # same signature: the queueing model instead of replicas
     echo(f"harness {__version__}: platform {plat.name} ({plat.why})")
     _check_platform_bounds(sc, plat)
     names = [s.name for s in sc.strategies]
@@ -218,8 +225,10 @@ def run_scenario(path: Path, opts: RunOptions) -> int:
             for name in trial_order(names, rep):
                 if stopper.stopped:
                     break
-                res = run_one(loaded, sc.strategy(name), rep, plat, recorder, stopper,
-                              workers=opts.workers, echo=echo)
+                strategy = sc.strategy(name)
+                res = run_trial(loaded, strategy, rep,
+                                runtime_for(plat, loaded, strategy, rep, opts.workers),
+                                recorder, stopper.event, echo=echo)
                 results.append(res)
                 meta["trials"].append(res.as_dict())
                 meta["warnings"].extend(res.warnings)

@@ -24,6 +24,7 @@ import pytest
 
 from harness.autoscale.source import PrometheusTargets, ScrapeTargets
 from harness.clock import RealClock
+from harness.deploy import registry
 from harness.deploy.base import (
     AppSpec,
     Deployer,
@@ -33,7 +34,7 @@ from harness.deploy.base import (
     ReplicaState,
 )
 from harness.deploy.haproxy import parse_stats
-from harness.deploy.local import OPTIONS, LocalDeployer, factory
+from harness.deploy.local import LocalDeployer
 from harness.deploy.local_haproxy import HAProxyConfig, render_config
 from harness.deploy.local_policy import (
     ExitDecision,
@@ -420,11 +421,12 @@ def test_missing_haproxy_is_a_prerequisite_error(
 
 def test_factory_for_the_registry() -> None:
     spec = DeploySpec(run_id="r", trial_id="t-1", app=AppSpec(), replicas=2)
-    d = factory("orchestrated")(spec=spec, on_event=lambda e: None, clock=RealClock(),
-                                restart_delay_s=2.5)
+    # the run hands every platform the same arguments; the local deployer takes its own
+    d = registry.create("local", "orchestrated", spec=spec, on_event=lambda e: None,
+                        clock=RealClock(), restart_delay_s=2.5, client=object(),
+                        lb_image="not-for-local")
     assert isinstance(d, LocalDeployer) and d.kind == "orchestrated"
     assert d.restart_delay_s == 2.5 and d.desired() == 2
-    assert "restart_delay_s" in OPTIONS and "client" not in OPTIONS
     with pytest.raises(DeployError, match="unknown strategy kind"):
         LocalDeployer(spec, "swarm", lambda e: None, RealClock())
     d.teardown()  # before deploy: a no-op

@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pydantic import ValidationError
 
 from harness.record.schema import DECISIONS, EVENTS, TIMESERIES, Column, names
+from harness.scenario.models import Slo
 
 # Text columns must stay text: an empty histogram cell is "", not NaN-as-float, and a
 # replica id like "0012" must not become 12.
@@ -28,18 +30,30 @@ _TEXT = {"run_id", "strategy", "kind", "replica", "detail", "latency_hist", "pol
 
 @dataclass(frozen=True)
 class SloSpec:
-    """The scenario's per-second SLO (defaults mirror harness.scenario.models.Slo)."""
+    """The scenario's per-second SLO, rebuilt from the scenario model (its defaults and
+    bounds are declared once, in harness/scenario/models.py: Slo)."""
 
-    p95_ms: float = 300.0
-    error_rate: float = 0.01
-    stable_s: int = 5
+    p95_ms: float
+    error_rate: float
+    stable_s: int
+
+    @classmethod
+    def of(cls, slo: Slo) -> SloSpec:
+        return cls(p95_ms=slo.p95_ms, error_rate=slo.error_rate, stable_s=slo.stable_s)
+
+    @classmethod
+    def default(cls) -> SloSpec:
+        return cls.of(Slo())
 
     @classmethod
     def from_scenario(cls, scenario: Mapping[str, Any] | None) -> SloSpec:
-        slo = (scenario or {}).get("slo") or {}
-        return cls(p95_ms=float(slo.get("p95_ms", cls.p95_ms)),
-                   error_rate=float(slo.get("error_rate", cls.error_rate)),
-                   stable_s=int(slo.get("stable_s", cls.stable_s)))
+        """From run.json's resolved scenario; a value the model refuses (an old or edited
+        file) falls back to the default rather than stopping the analysis."""
+        raw = (scenario or {}).get("slo") or {}
+        try:
+            return cls.of(Slo.model_validate(raw))
+        except ValidationError:
+            return cls.default()
 
 
 @dataclass

@@ -26,8 +26,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-# the sim platform's bound (= scenario MAX_REPLICAS); docker and local are held to 50 at run time
-MAX_AUTOSCALE_REPLICAS = 2000
+from harness.bounds import MAX_REPLICAS
 
 PolicyName = Literal["hpa", "step", "target-tracking"]  # = sorted(registry.POLICIES), tested
 MetricPreset = Literal["cpu", "latency_p95_ms", "rps", "utilization"]  # = metrics.PRESETS
@@ -126,7 +125,7 @@ class StepAdjustment(_Strict):
 
     lower: float | None = Field(None, ge=-1, description="None: unbounded below")
     upper: float | None = Field(None, ge=-1, description="None: unbounded above")
-    change: int = Field(ge=-MAX_AUTOSCALE_REPLICAS, le=MAX_AUTOSCALE_REPLICAS)
+    change: int = Field(ge=-MAX_REPLICAS, le=MAX_REPLICAS)
 
     @model_validator(mode="after")
     def _ordered(self) -> StepAdjustment:
@@ -177,8 +176,8 @@ class AutoscalerSpec(_Strict):
                     "custom PromQL")
     target: float = Field(gt=0, le=1e9, description="target value per replica (HPA "
                                                     "AverageValue)")
-    min_replicas: int = Field(1, ge=1, le=MAX_AUTOSCALE_REPLICAS)
-    max_replicas: int = Field(ge=1, le=MAX_AUTOSCALE_REPLICAS)
+    min_replicas: int = Field(1, ge=1, le=MAX_REPLICAS)
+    max_replicas: int = Field(ge=1, le=MAX_REPLICAS)
     interval_s: float = Field(15, ge=0.5, le=600, description="control loop period (the "
                                                               "HPA's sync period, 15 s)")
     tolerance: float = Field(0.1, ge=0, lt=1, description="no change while |metric/target "

@@ -46,12 +46,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from harness.bounds import REAL_PLATFORM_MAX_REPLICAS
 from harness.clock import Clock
 from harness.deploy import haproxy, local_haproxy, local_prometheus
 from harness.deploy.base import DeployEvent, DeploySpec, EventSink, Replica, ReplicaState
@@ -140,7 +140,8 @@ class LocalDeployer:
     def __init__(self, spec: DeploySpec, kind: str, on_event: EventSink, clock: Clock,
                  restart_delay_s: float = 1.0, haproxy_bin: str | None = None,
                  prometheus_bin: str | None = None, workdir: Path | None = None, *,
-                 use_prometheus: bool = True, max_replicas: int = 64,
+                 use_prometheus: bool = True,
+                 max_replicas: int = REAL_PLATFORM_MAX_REPLICAS,
                  deploy_timeout_s: float = 30.0, balance: str = "leastconn",
                  server_timeout_s: float = 5.0, keep_workdir: bool = False,
                  emit_replica_events: bool = False, client: Any = None) -> None:
@@ -753,22 +754,3 @@ class LocalDeployer:
                         if r.slot in force:
                             r.force_up = True
                 self.last_sync_error = f"{type(e).__name__}: {e}"
-
-
-# Options `factory(kind)` forwards to LocalDeployer (for `registry.register`'s allow-list).
-OPTIONS: tuple[str, ...] = (
-    "restart_delay_s", "haproxy_bin", "prometheus_bin", "workdir", "use_prometheus",
-    "max_replicas", "deploy_timeout_s", "balance", "server_timeout_s", "keep_workdir",
-    "emit_replica_events")
-
-
-def factory(kind: str) -> Callable[..., LocalDeployer]:
-    """A registry factory for ("local", kind):
-    `for k in KINDS: registry.register("local", k, factory(k), OPTIONS)`."""
-
-    def make(*, spec: DeploySpec, on_event: EventSink, clock: Clock,
-             **options: Any) -> LocalDeployer:
-        return LocalDeployer(spec, kind, on_event, clock, **options)
-
-    make.__name__ = f"local_{kind}"
-    return make

@@ -41,6 +41,22 @@ def _docker_orchestrated(*, client: Any, spec: Any, on_event: Any, clock: Any,
                          **options)
 
 
+def _local(kind: str) -> Factory:
+    def make(*, spec: Any, on_event: Any, clock: Any, **options: Any) -> Deployer:
+        from harness.deploy.local import LocalDeployer
+
+        return LocalDeployer(spec, kind, on_event, clock, **options)
+
+    make.__name__ = f"local_{kind}"
+    return make
+
+
+# options the local deployer takes (harness/deploy/local.py, LocalDeployer.__init__)
+_LOCAL_OPTIONS = (
+    "restart_delay_s", "haproxy_bin", "prometheus_bin", "workdir", "use_prometheus",
+    "max_replicas", "deploy_timeout_s", "balance", "server_timeout_s", "keep_workdir",
+    "emit_replica_events")
+
 # options each Docker deployer takes beyond the common ones (see docker_common)
 _DOCKER_COMMON = ("lb_image", "prometheus_image", "deploy_timeout_s", "workdir_root",
                   "haproxy_settings", "scrape_interval_s", "health_interval_s")
@@ -48,13 +64,16 @@ OPTIONS: dict[tuple[str, str], tuple[str, ...]] = {
     ("docker", "manual"): (*_DOCKER_COMMON, "spare_slots"),
     ("docker", "compose"): (*_DOCKER_COMMON, "compose_file", "command"),
     ("docker", "orchestrated"): (*_DOCKER_COMMON, "restart_delay_s", "leave_swarm"),
+    **{("local", k): _LOCAL_OPTIONS for k in ("manual", "compose", "orchestrated")},
 }
 
 DEPLOYERS: dict[tuple[str, str], Factory] = {
     ("docker", "compose"): _docker_compose,
     ("docker", "manual"): _docker_manual,
     ("docker", "orchestrated"): _docker_orchestrated,
-    # ("local", kind) and ("sim", kind) are registered by their platforms
+    **{("local", k): _local(k) for k in ("manual", "compose", "orchestrated")},
+    # the sim's deployer is made by its runtime (harness/sim/runtime.py): it needs the
+    # simulated world, which only exists inside a sim trial
 }
 
 

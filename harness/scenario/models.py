@@ -13,12 +13,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from harness.autoscale.spec import AutoscalerSpec
+from harness.bounds import MAX_REPLICAS
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 MAX_RUN_S = 4 * 3600
 MAX_RPS = 50_000
-MAX_REPLICAS = 2000  # the sim platform's bound; real platforms check a lower one at run time
-REAL_PLATFORM_MAX_REPLICAS = 50
 
 Name = Annotated[str, Field(description="lower-case letters, digits, '-' and '_', ≤ 40 chars")]
 

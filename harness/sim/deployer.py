@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from harness.autoscale.spec import AutoscalerSpec
+from harness.bounds import MAX_REPLICAS
 from harness.clock import Clock
 from harness.deploy.base import DeployEvent, DeploySpec, Replica, ReplicaState
 from harness.deploy.local_policy import counts_toward_scale, on_exit, plan_scale
@@ -81,7 +82,7 @@ class SimDeployer:
     def __init__(self, spec: DeploySpec, on_event: Callable[[DeployEvent], None],
                  clock: Clock, *, kind: str, world: World, startup_s: float,
                  params: SimParams | None = None, restart_delay_s: float = 1.0,
-                 seed: int = 0, max_replicas: int = 2000) -> None:
+                 seed: int = 0, max_replicas: int = MAX_REPLICAS) -> None:
         if kind not in ("manual", "compose", "orchestrated"):
             raise ValueError(f"unknown strategy kind {kind!r}")
         self.kind = kind
