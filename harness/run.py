@@ -22,13 +22,14 @@ from types import FrameType
 from typing import Any
 
 from harness import __version__
+from harness.bounds import REAL_PLATFORM_MAX_REPLICAS
 from harness.clock import RealClock
 from harness.errors import GateFailed, HarnessError, UsageError
 from harness.platform import Platform, resolve
 from harness.record.schema import SCHEMA_VERSION
 from harness.record.writer import write_json_atomic
 from harness.scenario.loader import LoadedScenario, load_scenario
-from harness.scenario.models import REAL_PLATFORM_MAX_REPLICAS, Scenario, Strategy
+from harness.scenario.models import Scenario, Strategy
 from harness.trial import Recorder, TrialResult, TrialRuntime, run_trial
 
 EXIT_INTERRUPTED = 130

@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from harness.bounds import REAL_PLATFORM_MAX_REPLICAS
+
 BACKEND = "app"
 SERVER_PREFIX = "app-"  # docker slots app-N; the local platform's are rN (local_haproxy)
 LB_PORT = 8080  # inside the container
@@ -63,7 +65,7 @@ class StaticServers:
 class DnsServers:
     name: str  # "app" (compose service / network alias) or "tasks.<service>" (swarm)
     port: int
-    slots: int = 50  # REAL_PLATFORM_MAX_REPLICAS
+    slots: int = REAL_PLATFORM_MAX_REPLICAS
 
 
 @dataclass(frozen=True)
