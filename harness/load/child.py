@@ -28,189 +28,38 @@ import locust  # noqa: F401
 
 # isort: on
 import argparse
-import contextlib
 import json
 import logging
-import math
 import os
 import signal
-import socket
-import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import gevent
 import gevent.event
-from locust import User
 from locust.env import Environment
 from locust.log import setup_logging
-from locust.shape import LoadTestShape
 
-from harness.load.cpu import CpuSampler
-from harness.load.runner import LoadSpec, free_port
-from harness.load.stats import SaturationDetector, SecondMerger
-from harness.load.users import LoadCore, default_user_class, wrap_user_classes
+from harness.load.child_core import (
+    LEAD_S,
+    Controller,
+    HarnessShape,
+    Out,
+    SetupError,
+    build_user_classes,
+    listen,
+    monotonic,
+    wait_until,
+)
+from harness.load.child_dist import run_master, run_worker
+from harness.load.runner import LoadSpec
+from harness.load.users import LoadCore
 
 log = logging.getLogger("harness.load.child")
 
-LEAD_S = 0.5  # between choosing t0 and the first slot: the start message reaches workers
-monotonic = time.monotonic
 
 
-class SetupError(Exception):
-    pass
-
-
-class Out:
-    """JSON lines to the parent's pipe. A closed pipe means the parent is gone: exit."""
-
-    def __init__(self, fd: int | None) -> None:
-        self.fd = fd
-
-    def send(self, obj: dict[str, Any]) -> None:
-        if self.fd is None:
-            return
-        data = (json.dumps(obj, separators=(",", ":")) + "\n").encode()
-        try:
-            while data:
-                n = os.write(self.fd, data)
-                data = data[n:]
-        except (BrokenPipeError, OSError):
-            log.error("the harness is gone (pipe closed); exiting")
-            os._exit(4)
-
-    def event(self, kind: str, detail: str) -> None:
-        log.info("event %s: %s", kind, detail)
-        self.send({"type": "event", "kind": kind, "detail": detail})
-
-
-def build_user_classes(spec: LoadSpec, core: LoadCore) -> list[type[User]]:
-    if not spec.locustfile:
-        return [default_user_class(spec, core)]
-    from locust.util.load_locustfile import load_locustfile
-
-    path = Path(spec.locustfile)
-    if not path.is_file():
-        raise SetupError(f"locustfile {path} not found")
-    try:
-        found, _shapes = load_locustfile(str(path))
-    except Exception as e:
-        raise SetupError(f"locustfile {path} failed to load: {type(e).__name__}: {e}") from e
-    classes = [c for c in found.values() if isinstance(c, type) and issubclass(c, User)]
-    if not classes:
-        raise SetupError(f"locustfile {path} defines no (non-abstract) User class")
-    return wrap_user_classes(classes, spec, core)
-
-
-class HarnessShape(LoadTestShape):
-    """Users over time from the scenario. Open model: a constant pool of max_in_flight
-    users (the scheduler paces the requests). Closed: the users profile, sampled at each
-    of Locust's one-second ticks. None ends the test."""
-
-    def __init__(self, spec: LoadSpec, finished: Callable[[], bool]) -> None:
-        super().__init__()
-        self.spec = spec
-        self.finished = finished
-        self.t0: float | None = None
-        prof = spec.driving_profile
-        self.users_profile = prof
-        self.spawn_rate = float(max(100, spec.max_in_flight if spec.model == "open"
-                                    else math.ceil(prof.peak)))
-
-    def tick(self) -> tuple[int, float] | None:
-        if self.finished():
-            return None
-        if self.spec.model == "open":
-            return (self.spec.max_in_flight, self.spawn_rate)
-        if self.t0 is None:
-            return (0, self.spawn_rate)
-        p = self.users_profile
-        rel = min(max(monotonic() - self.t0, p.start_s), p.end_s)
-        return (round(p.users_at(rel)), self.spawn_rate)
-
-
-class Controller:
-    """What the single process and the master share: the end condition, SIGTERM, the
-    merger that emits complete seconds, the parent watchdog."""
-
-    def __init__(self, spec: LoadSpec, out: Out, parent_pid: int | None) -> None:
-        self.spec = spec
-        self.out = out
-        self.parent_pid = parent_pid
-        self.stop_requested = False
-        self.t0: float | None = None
-        first_s = math.floor(spec.driving_profile.start_s)
-        self.merger = SecondMerger(first_s, self._emit)
-        self.all_done = gevent.event.Event()
-        self.extra: Callable[[dict[str, Any]], None] | None = None  # the master adds its CPU
-        self.drained: Callable[[], bool] = lambda: False
-
-    def finished(self) -> bool:
-        if self.stop_requested:
-            return True
-        if self.t0 is None:
-            return False
-        rel = monotonic() - self.t0
-        if self.spec.model == "closed":
-            return rel >= self.spec.duration_s
-        # Open: once every slot is out and answered, or the stragglers had their timeout.
-        return self.drained() or rel > self.spec.duration_s + self.spec.timeout_s + 5
-
-    def workers_alive(self) -> int:
-        return sum(not st.lost for st in self.merger.nodes.values()) or 1
-
-    def _emit(self, rec: dict[str, Any]) -> None:
-        if self.extra is not None:
-            self.extra(rec)
-        self.out.send({"type": "second", **rec, "offered": self.spec.offered_in(rec["t_s"]),
-                       "workers_alive": self.workers_alive()})
-
-    def on_sigterm(self) -> None:
-        log.info("SIGTERM: finishing the run")
-        self.stop_requested = True
-
-    def watch_parent(self) -> None:
-        if not self.parent_pid:
-            return
-        while True:
-            gevent.sleep(1.0)
-            if os.getppid() != self.parent_pid:
-                log.error("the harness process is gone; exiting")
-                os._exit(3)
-
-    def set_t0(self, t0: float, master: str | None = None) -> None:
-        self.t0 = t0
-        wall = time.time() + (t0 - monotonic())
-        self.out.send({"type": "t0", "t0_monotonic": t0, "t0_wall": wall, "master": master})
-
-    def end(self, env: Environment) -> None:
-        self.merger.flush()
-        total = env.stats.total
-        self.out.send({"type": "end", "locust_requests": total.num_requests,
-                       "locust_failures": total.num_failures,
-                       "late_records": self.merger.late})
-
-
-def _wait_until(cond: Callable[[], bool], timeout: float, ctl: Controller) -> bool:
-    deadline = monotonic() + timeout
-    while not cond():
-        if ctl.stop_requested or monotonic() > deadline:
-            return False
-        gevent.sleep(0.05)
-    return True
-
-
-def _listen(env: Environment, core: LoadCore) -> None:
-    env.events.request.add_listener(core.on_request)
-    env.events.cpu_warning.add_listener(core.on_cpu_warning)
-    env.events.test_stopping.add_listener(lambda **_kw: core.stop_scheduling())
-
-
-# -- one process ---------------------------------------------------------------------------
 
 
 def run_single(spec: LoadSpec, out: Out, parent_pid: int | None) -> int:
@@ -222,7 +71,7 @@ def run_single(spec: LoadSpec, out: Out, parent_pid: int | None) -> int:
     shape = HarnessShape(spec, ctl.finished)
     env = Environment(user_classes=build_user_classes(spec, core), shape_class=shape,
                       host=spec.base_url, stop_timeout=spec.timeout_s + 1)
-    _listen(env, core)
+    listen(env, core)
 
     def on_test_stop(**_kw: Any) -> None:
         if core.t0 is None:
@@ -240,7 +89,7 @@ def run_single(spec: LoadSpec, out: Out, parent_pid: int | None) -> int:
 
     if spec.model == "open":
         runner.start_shape()
-        if not _wait_until(lambda: runner.user_count >= spec.max_in_flight,
+        if not wait_until(lambda: runner.user_count >= spec.max_in_flight,
                            spec.start_timeout_s, ctl):
             runner.quit()
             if ctl.stop_requested:  # stopped before the load began: nothing to report
@@ -272,298 +121,6 @@ def run_single(spec: LoadSpec, out: Out, parent_pid: int | None) -> int:
 
 
 # -- master ----------------------------------------------------------------------------------
-
-
-class _Worker:
-    def __init__(self, node: str, pid: int, host: str) -> None:
-        self.node, self.pid, self.host = node, pid, host
-        self.index: int | None = None
-
-    def label(self) -> str:
-        return f"worker {self.index} ({self.host} pid {self.pid})"
-
-
-def run_master(spec: LoadSpec, out: Out, parent_pid: int | None) -> int:
-    ctl = Controller(spec, out, parent_pid)
-    # The master runs no users; its classes exist so Locust can dispatch them by name.
-    dummy = LoadCore(spec, on_record=lambda rec: None, on_event=out.event)
-    shape = HarnessShape(spec, ctl.finished)
-    env = Environment(user_classes=build_user_classes(spec, dummy), shape_class=shape,
-                      host=spec.base_url, stop_timeout=spec.timeout_s + 1)
-    env.events.cpu_warning.add_listener(dummy.on_cpu_warning)
-    bind = spec.master_bind or f"127.0.0.1:{free_port()}"
-    host, _, port_s = bind.rpartition(":")
-    host = host or "127.0.0.1"
-    runner = env.create_master_runner(master_bind_host=host, master_bind_port=int(port_s))
-    connect_host = "127.0.0.1" if host in ("*", "0.0.0.0", "") else host
-    workers: dict[str, _Worker] = {}
-    ready: list[str] = []
-    drained: set[str] = set()
-    lf_text = Path(spec.locustfile).read_text(encoding="utf-8") if spec.locustfile else None
-    lf_name = Path(spec.locustfile).name if spec.locustfile else None
-    started = {"v": False}
-
-    def node_of(msg: Any) -> str:
-        return str(msg.node_id)
-
-    def on_hello(environment: Environment, msg: Any, **_kw: Any) -> None:
-        node = node_of(msg)
-        workers[node] = _Worker(node, int(msg.data.get("pid", 0)), str(msg.data.get("host")))
-        runner.send_message("harness_spec", {"spec": spec.to_dict(), "locustfile_name": lf_name,
-                                             "locustfile_text": lf_text}, client_id=node)
-
-    def on_ready(environment: Environment, msg: Any, **_kw: Any) -> None:
-        node = node_of(msg)
-        if msg.data.get("error"):
-            out.event("error", f"worker {node}: {msg.data['error']}")
-            return
-        ready.append(node)
-        if started["v"]:  # joined late: records welcome, no share of the open schedule
-            out.event("worker_joined", f"{workers[node].host} pid {workers[node].pid} (late)")
-            start_worker(node, None, 1, ctl.merger.next_s + 2)
-
-    def on_second(environment: Environment, msg: Any, **_kw: Any) -> None:
-        ctl.merger.add(node_of(msg), msg.data)
-
-    def on_event(environment: Environment, msg: Any, **_kw: Any) -> None:
-        w = workers.get(node_of(msg))
-        out.event(str(msg.data["kind"]), f"{w.label() if w else node_of(msg)}: "
-                                         f"{msg.data['detail']}")
-
-    def on_drained(environment: Environment, msg: Any, **_kw: Any) -> None:
-        drained.add(node_of(msg))
-
-    def on_done(environment: Environment, msg: Any, **_kw: Any) -> None:
-        ctl.merger.done(node_of(msg), int(msg.data["last"]))
-        check_all_done()
-
-    for name, fn in (("harness_hello", on_hello), ("harness_ready", on_ready),
-                     ("harness_second", on_second), ("harness_event", on_event),
-                     ("harness_drained", on_drained), ("harness_done", on_done)):
-        runner.register_message(name, fn)
-
-    def check_all_done() -> None:
-        if started["v"] and not ctl.merger.alive():
-            ctl.all_done.set()
-
-    def alive_open_nodes() -> list[str]:
-        alive = set(ctl.merger.alive())
-        return [n for n in ready if n in alive and workers[n].index is not None]
-
-    ctl.drained = lambda: all(n in drained for n in alive_open_nodes())
-
-    t0_box: dict[str, float] = {}
-
-    def start_worker(node: str, index: int | None, of: int, first_s: int) -> None:
-        t0 = t0_box["t0"]
-        workers[node].index = index
-        ctl.merger.add_node(node, first_s)
-        runner.send_message("harness_start", {"t0_wall": time.time() + (t0 - monotonic()),
-                                              "index": index, "of": of, "first_s": first_s},
-                            client_id=node)
-
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def lose(node: str, why: str) -> None:
-        st = ctl.merger.nodes.get(node)
-        if st is None or st.lost or st.done_last is not None:
-            return
-        w = workers.get(node)
-        ctl.merger.lost(node)
-        out.event("worker_lost", f"{w.label() if w else node}: {why}")
-        survivors = alive_open_nodes()
-        if not ctl.merger.alive():
-            ctl.stop_requested = True
-            check_all_done()
-            return
-        if spec.model == "open" and survivors and ctl.t0 is not None and not ctl.stop_requested:
-            # The survivors take over the lost share from the next whole second (at least
-            # 0.3 s away, for the message to arrive).
-            from_t = float(math.ceil(monotonic() - ctl.t0 + 0.3))
-            for i, n in enumerate(survivors):
-                workers[n].index = i
-                runner.send_message("harness_share", {"from_t": from_t, "index": i,
-                                                      "of": len(survivors)}, client_id=n)
-
-    def monitor() -> None:
-        by_pid = {p.pid: p for p in procs}
-        while True:
-            gevent.sleep(0.5)
-            for node, w in list(workers.items()):
-                st = ctl.merger.nodes.get(node)
-                if st is None or st.lost or st.done_last is not None:
-                    continue
-                p = by_pid.get(w.pid)
-                if p is not None and p.poll() is not None:
-                    lose(node, f"exited with code {p.returncode}")
-                elif node not in runner.clients:
-                    lose(node, "disconnected")
-                elif runner.clients[node].state == "missing":
-                    lose(node, "missed its heartbeats")
-                elif ctl.t0 is not None and monotonic() - ctl.t0 > st.last + 15 + 1 and \
-                        ctl.merger.next_s > st.last:
-                    lose(node, f"stalled: no second reported since t={st.last}")
-
-    master_det = SaturationDetector()
-    master_cpu = CpuSampler()
-
-    def add_master_cpu(rec: dict[str, Any]) -> None:
-        pct, busy = master_cpu.sample()
-        warned, dummy.locust_warned = dummy.locust_warned, False
-        sat = master_det.update(busy, 0.0, warned)
-        if sat and master_det.reason and not getattr(master_det, "_reported", False):
-            master_det._reported = True  # type: ignore[attr-defined]
-            out.event("loadgen_saturated", f"master pid {os.getpid()}: {master_det.reason}")
-        rec["cpu"] += pct
-        rec["cpu_max"] = max(rec["cpu_max"], pct)
-        rec["saturated"] = rec["saturated"] or sat
-
-    ctl.extra = add_master_cpu
-    gevent.signal_handler(signal.SIGTERM, ctl.on_sigterm)
-    gevent.spawn(ctl.watch_parent)
-
-    try:
-        for _ in range(spec.workers):
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "harness.load.child", "worker",
-                 "--master-host", connect_host, "--master-port", port_s,
-                 "--parent-pid", str(os.getpid())],
-                stdin=subprocess.DEVNULL))
-        want = spec.workers + spec.remote_workers
-        if not _wait_until(lambda: len(ready) >= want, spec.start_timeout_s, ctl):
-            out.event("error", f"{len(ready)} of {want} load workers connected in "
-                               f"{spec.start_timeout_s:.0f} s (master {bind})")
-            return 1
-        order = list(ready)
-        if spec.model == "open":
-            runner.start_shape()
-            if not _wait_until(lambda: runner.user_count >= spec.max_in_flight,
-                               spec.start_timeout_s, ctl):
-                out.event("error", f"workers spawned {runner.user_count} of "
-                                   f"{spec.max_in_flight} users")
-                return 1
-        t0 = monotonic() + LEAD_S + spec.warmup_s
-        t0_box["t0"] = t0
-        first_s = ctl.merger.next_s
-        for i, node in enumerate(order):
-            start_worker(node, i if spec.model == "open" else 0, len(order), first_s)
-        started["v"] = True
-        shape.t0 = t0
-        ctl.set_t0(t0, master=f"{connect_host}:{port_s}")
-        gevent.spawn(monitor)
-        if spec.model == "closed":
-            gevent.sleep(max(0.0, t0 - spec.warmup_s - monotonic()))
-            runner.start_shape()
-        deadline = spec.warmup_s + spec.duration_s + 2 * spec.timeout_s + 60
-        if not ctl.all_done.wait(timeout=deadline + LEAD_S):
-            out.event("error", "the run did not end in time; stopping")
-            ctl.stop_requested = True
-            ctl.all_done.wait(timeout=spec.timeout_s + 10)
-        # Seconds still owed by workers that never said done are reported as they are.
-        ctl.end(env)
-        return 0
-    finally:
-        for node in list(workers):
-            with contextlib.suppress(Exception):
-                runner.send_message("harness_exit", None, client_id=node)
-        with contextlib.suppress(Exception):
-            runner.quit()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=5)
-
-
-# -- worker ----------------------------------------------------------------------------------
-
-
-def run_worker(master_host: str, master_port: int, parent_pid: int | None) -> int:
-    env = Environment(user_classes=[], host=None)
-    runner = env.create_worker_runner(master_host, master_port)
-    box: dict[str, Any] = {"core": None}
-    exit_ev = gevent.event.Event()
-    tmp = tempfile.TemporaryDirectory(prefix="harness-load-worker-")
-
-    def send(kind: str, data: dict[str, Any]) -> None:
-        runner.send_message(kind, data)
-
-    def on_spec(environment: Environment, msg: Any, **_kw: Any) -> None:
-        d = dict(msg.data["spec"])
-        if msg.data.get("locustfile_text") is not None:
-            lf = Path(tmp.name) / str(msg.data["locustfile_name"])
-            lf.write_text(msg.data["locustfile_text"], encoding="utf-8")
-            d["locustfile"] = str(lf)
-        spec = LoadSpec.from_dict(d)
-        core = LoadCore(spec, on_record=lambda rec: send("harness_second", rec),
-                        on_event=lambda k, v: send("harness_event", {"kind": k, "detail": v}))
-        try:
-            classes = build_user_classes(spec, core)
-        except SetupError as e:
-            send("harness_ready", {"error": str(e)})
-            return
-        env.user_classes[:] = classes
-        env.host = spec.base_url
-        core.user_count = lambda: runner.user_count
-        _listen(env, core)
-        box["core"] = core
-        send("harness_ready", {"pid": os.getpid()})
-
-    def on_start(environment: Environment, msg: Any, **_kw: Any) -> None:
-        core: LoadCore = box["core"]
-        d = msg.data
-        core.first_s = int(d["first_s"])
-        core.next_close = core.first_s
-        # Wall clock carries t0 across machines; for local workers it is exact enough.
-        core.start(monotonic() + (float(d["t0_wall"]) - time.time()), d["index"], int(d["of"]))
-        if core.open:
-            def report_drained() -> None:
-                core.drained.wait()
-                send("harness_drained", {})
-
-            gevent.spawn(report_drained)
-
-    def on_share(environment: Environment, msg: Any, **_kw: Any) -> None:
-        core: LoadCore = box["core"]
-        core.reassign(float(msg.data["from_t"]), int(msg.data["index"]), int(msg.data["of"]))
-
-    def on_exit(environment: Environment, msg: Any, **_kw: Any) -> None:
-        exit_ev.set()
-
-    def on_test_stop(**_kw: Any) -> None:
-        core: LoadCore | None = box["core"]
-        if core is None or core.t0 is None or core.finished:
-            return
-        last = core.finish()
-        # Locust's final stats go before "done", on the same ordered channel, so the
-        # master's totals include every request once it has all the "done"s.
-        runner._send_stats()
-        send("harness_done", {"last": last})
-        # Locust's worker now sends "client_stopped" and then sleeps stop_timeout in its
-        # message loop; the run is over for this worker, so leave shortly after.
-        gevent.spawn_later(0.5, exit_ev.set)
-
-    for name, fn in (("harness_spec", on_spec), ("harness_start", on_start),
-                     ("harness_share", on_share), ("harness_exit", on_exit)):
-        runner.register_message(name, fn)
-    env.events.test_stop.add_listener(on_test_stop)
-
-    def watch_parent() -> None:
-        while parent_pid:
-            gevent.sleep(1.0)
-            if os.getppid() != parent_pid:
-                os._exit(3)
-
-    gevent.spawn(watch_parent)
-    send("harness_hello", {"pid": os.getpid(), "host": socket.gethostname()})
-    while not exit_ev.wait(timeout=1.0):
-        if all(g.dead for g in runner.greenlet):  # Locust quit (master gone)
-            break
-    with contextlib.suppress(Exception):
-        runner.quit()
-    tmp.cleanup()
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
