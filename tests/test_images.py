@@ -206,7 +206,7 @@ def test_cli_entry_point_lists_and_builds_warm(built: list[images.BuiltImage]) -
 def test_debootstrap_missing_is_one_clear_error(client: Any, built: list[images.BuiltImage],
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     real_which = shutil.which
-    monkeypatch.setattr(images.shutil, "which",
+    monkeypatch.setattr(shutil, "which",
                         lambda name, *a, **k: None if name == "debootstrap"
                         else real_which(name, *a, **k))
     with pytest.raises(PrerequisiteError, match="debootstrap is not installed"):
