@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from harness.clock import Clock, RealClock
-from harness.deploy.base import AppSpec, Deployer, DeployEvent, DeploySpec, ReplicaState
+from harness.deploy.base import (
+    AppSpec,
+    Deployer,
+    DeployEvent,
+    DeploySpec,
+    ReadinessDiagnostics,
+    ReplicaState,
+)
 from harness.errors import DeployError
 from harness.faults.timeline import FaultTimeline, plan
 from harness.platform import Platform
@@ -140,7 +147,11 @@ def wait_ready(deployer: Deployer, n: int, clock: Clock, stop: threading.Event,
         if ready >= n:
             return
         if clock.now() > deadline:
-            raise DeployError(f"only {ready} of {n} replicas became ready within {timeout_s:.0f} s")
+            why = ""
+            if isinstance(deployer, ReadinessDiagnostics):  # say why, not only how many
+                why = " " + " ".join(deployer.explain_unready())
+            raise DeployError(f"only {ready} of {n} replicas became ready within "
+                              f"{timeout_s:.0f} s.{why}")
         stop.wait(0.25)
 
 
