@@ -26,6 +26,8 @@ from harness.errors import DeployError
 from harness.faults.timeline import FaultTimeline, plan
 from harness.platform import Platform
 from harness.record.histogram import Histogram
+from harness.record.host import HostSampler, HostSecond, SaturationRun
+from harness.record.host import warning as host_warning
 from harness.record.schema import DECISIONS, EVENTS, TIMESERIES
 from harness.record.writer import CsvSink
 from harness.scenario.loader import LoadedScenario
@@ -65,6 +67,10 @@ class TrialResult:
     replicas_min: int = 0
     replicas_max: int = 0
     loadgen_saturated: bool = False
+    # the whole machine (record/host.py): flagged at 3 saturated seconds in a row
+    host_saturated: bool = False
+    host_saturated_s: int = 0
+    host_cpu_mean_pct: float | None = None
     start_to_ready_s: list[float] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -95,7 +101,9 @@ class TrialResult:
 
 
 def timeseries_row(key: dict[str, Any], s: Any, *, desired: int, running: int, ready: int,
-                   metric: float | None, target: float | None) -> dict[str, Any]:
+                   metric: float | None, target: float | None,
+                   host: HostSecond | None = None, host_saturated: bool | None = None,
+                   replicas_cpu_pct: float | None = None) -> dict[str, Any]:
     """One timeseries.csv row from one second of load (a real SecondStats or the
     simulator's), the same on every platform."""
     h = s.histogram
@@ -111,10 +119,14 @@ def timeseries_row(key: dict[str, Any], s: Any, *, desired: int, running: int, r
         "failed_conn_rps": s.failed_by_cause.get("conn", 0),
         "failed_other_rps": s.failed_by_cause.get("other", 0),
         "in_flight": s.in_flight, "autoscaler_metric": metric,
-        "autoscaler_target": target, "replicas_cpu_pct": None,
+        "autoscaler_target": target, "replicas_cpu_pct": replicas_cpu_pct,
         "loadgen_cpu_pct": getattr(s, "loadgen_cpu_pct", 0.0),
         "loadgen_saturated": getattr(s, "saturated", False),
         "latency_hist": h.encode(),
+        # empty where not measured (the simulator has no host of its own)
+        "host_cpu_pct": host.cpu_pct if host is not None else None,
+        "host_cpu_pressure_pct": host.pressure_pct if host is not None else None,
+        "host_saturated": host_saturated,
     }
 
 
@@ -220,14 +232,22 @@ def run_trial(loaded: LoadedScenario, strategy: Strategy, trial: int, plat: Plat
                                            workers=workers, seed=sc.seed + trial,
                                            run_id=recorder.run_id)
         progress = _Progress(echo, strategy.name, trial, lp.duration_s)
+        host_sampler = HostSampler(clock)
+        host_run = SaturationRun()
+        replica_cpu = _replica_cpu_meter(deployer, clock)
 
         def on_second(s: SecondStats) -> None:
             replicas = deployer.replicas()
             running = sum(r.state in (ReplicaState.READY, ReplicaState.STARTING,
                                       ReplicaState.PAUSED) for r in replicas)
             ready = sum(r.state == ReplicaState.READY for r in replicas)
+            # sampled as each second is delivered: the interval since the previous one
+            host = host_sampler.sample()
+            sat = host_run.feed(s.t_s, host) if s.t_s >= 0 else None
             row = timeseries_row(key, s, desired=deployer.desired(), running=running,
-                                 ready=ready, metric=snap.metric, target=snap.target)
+                                 ready=ready, metric=snap.metric, target=snap.target,
+                                 host=host, host_saturated=sat,
+                                 replicas_cpu_pct=replica_cpu())
             recorder.timeseries.write(row)
             if recorder.on_row is not None:
                 recorder.on_row(row)
@@ -238,6 +258,13 @@ def run_trial(loaded: LoadedScenario, strategy: Strategy, trial: int, plat: Plat
                         f"t={s.t_s}s; latencies from then on are not trustworthy")
                 res.warnings.append(warn)
                 echo(f"WARNING: {warn}")
+            if host_run.flagged and not res.host_saturated:
+                res.host_saturated = True
+                warn = host_warning(f"{strategy.name} #{trial}", host_run)
+                res.warnings.append(warn)
+                echo(f"WARNING: {warn}")
+            res.host_saturated_s = host_run.saturated_s
+            res.host_cpu_mean_pct = host_run.mean_cpu_pct
             progress.second(s, ready, deployer.desired())
 
         def on_load_event(kind: str, detail: str) -> None:
@@ -303,6 +330,24 @@ def run_trial(loaded: LoadedScenario, strategy: Strategy, trial: int, plat: Plat
         deployer.teardown()
     res.p95_ms = hist_total.percentile(95)
     return res
+
+
+def _replica_cpu_meter(deployer: Deployer, clock: Clock) -> Callable[[], float | None]:
+    """replicas_cpu_pct per second, where the deployer names its containers (Docker)."""
+    ids = getattr(deployer, "container_ids", None)
+    if ids is None:
+        return lambda: None
+    from harness.deploy.cgroups import ContainerCpu
+
+    meter = ContainerCpu(clock)
+
+    def sample() -> float | None:
+        try:
+            return meter.sample(ids())
+        except Exception:  # a measurement never breaks a trial
+            return None
+
+    return sample
 
 
 def _controller_thread(strategy: Strategy, deployer: Deployer, clock: Clock, t0: float,

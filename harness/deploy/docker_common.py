@@ -476,6 +476,12 @@ class DockerDeployerBase:
         """HAProxy's view of its app servers (runtime API `show stat`); [] if it is gone."""
         return [] if self._torn_down else haproxy.servers_of(self._api)
 
+    def container_ids(self) -> list[str]:
+        """Full ids of the replicas' containers (their cgroups hold their CPU time)."""
+        reps, by_id = self._snapshot()
+        return [str(by_id[r.id].id) for r in reps
+                if r.id in by_id and r.state != ReplicaState.EXITED]
+
     def lb_ready_replicas(self) -> set[str]:
         """Ids of the replicas HAProxy is routing to right now."""
         routable = {s.addr for s in self.lb_servers() if s.routable and s.addr}
