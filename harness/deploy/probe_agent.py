@@ -91,10 +91,11 @@ class Prober:
         start = time.time()
         ok, outcome = http_probe(host, int(port), self.path, self.timeout_s)
         end = time.time()
+        # rounded once: the schedule below and the readers see the same figures
+        start, end = math.floor(start * 1e4) / 1e4, math.ceil(end * 1e4) / 1e4
         with self.lock:
             hist = self.history.setdefault(addr, deque(maxlen=self.keep))
-            hist.append({"start": round(start, 4), "end": round(end, 4), "ok": ok,
-                         "outcome": outcome})
+            hist.append({"start": start, "end": end, "ok": ok, "outcome": outcome})
             self.ready[addr] = ok
             self.in_flight.discard(addr)
             # ready: next whole second of the shared grid; else again soon
