@@ -1,6 +1,7 @@
 """`harness run`: every strategy × repetition as a trial, recorded as it goes.
 
-Data flow (DESIGN.md): Scenario → for each trial: Deployer.deploy → Load (Locust child
+Data flow (docs/architecture.md, "Data flow"): Scenario → for each trial: Deployer.deploy → Load
+(Locust child
 process) + FaultTimeline + Controller → Recorder rows every second → Deployer.teardown
 (always) → analysis → summary.csv, report.html.
 """

@@ -1,4 +1,4 @@
-"""summary.csv: one row per strategy × trial (DESIGN.md "Results layout").
+"""summary.csv: one row per strategy × trial (docs/architecture.md, "Results layout").
 
 Column order: SUMMARY_CORE (harness.record.schema, stable), then SUMMARY_EXTRA (below,
 stable), then five columns per disturbance, in time order, named

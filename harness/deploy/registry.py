@@ -1,4 +1,5 @@
-"""Every deployer, registered under (platform, kind) — one registry (STYLE.md 5).
+"""Every deployer, registered under (platform, kind) — one registry (docs/architecture.md,
+"Conventions").
 
 How to add a deployer: write a class that implements `harness.deploy.base.Deployer` (and
 `FaultTarget` if it can kill/pause), give it a factory taking keyword arguments `spec`,

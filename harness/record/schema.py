@@ -1,7 +1,7 @@
 """Every CSV the harness writes, declared once, with units in the column names.
 
 Analysis reads only these files; any two runs with the same SCHEMA_VERSION can be compared.
-The core columns of DESIGN.md come first, in that order; extra columns follow them.
+The core columns (docs/architecture.md, "Results layout") come first, in that order; extra columns follow them.
 """
 
 from __future__ import annotations
