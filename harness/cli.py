@@ -1,4 +1,4 @@
-"""`harness` command line: a thin layer over the library (STYLE.md 14).
+"""`harness` command line: a thin layer over the library (docs/architecture.md, "Conventions").
 
 Exit codes: 0 success · 1 a run finished but a threshold/SLO gate failed · 2 bad input or a
 missing prerequisite (one line on stderr, no traceback) · 130 interrupted (Ctrl-C / SIGTERM).

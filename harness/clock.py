@@ -1,4 +1,4 @@
-"""Time as a parameter (DESIGN.md, "Time is a parameter").
+"""Time as a parameter (docs/architecture.md, "Time is a parameter").
 
 The controller, the fault schedule, the recorder and the load profile read time from a
 ``Clock``; the real one drives Docker and local runs, ``FakeClock`` drives tests (which

@@ -6,15 +6,23 @@ process as the load. The trial loop itself is harness/trial.py.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from harness.autoscale.controller import Controller
 from harness.autoscale.source import MetricSource
 from harness.clock import Clock, RealClock
-from harness.deploy.base import Deployer, DeployEvent, DeploySpec, ReplicaState
+from harness.deploy.base import (
+    Deployer,
+    DeployEvent,
+    DeploySpec,
+    ReadinessDiagnostics,
+    ReplicaState,
+)
 from harness.errors import DeployError
 from harness.faults.timeline import FaultTimeline
 from harness.platform import Platform
+from harness.record.host import HostSampler
 from harness.record.trial_record import Counts, TrialRecord
 from harness.scenario.loader import LoadedScenario
 from harness.scenario.models import Strategy
@@ -46,17 +54,38 @@ def wait_ready(deployer: Deployer, n: int, clock: Clock, stop: threading.Event,
         if ready >= n:
             return
         if clock.now() > deadline:
+            why = ""
+            if isinstance(deployer, ReadinessDiagnostics):  # say why, not only how many
+                why = " " + " ".join(deployer.explain_unready())
             raise DeployError(f"only {ready} of {n} replicas became ready within "
-                              f"{timeout_s:.0f} s")
+                              f"{timeout_s:.0f} s.{why}")
         stop.wait(0.25)
 
 
-def counts_of(deployer: Deployer) -> Counts:
+def counts_of(deployer: Deployer, **measured: Any) -> Counts:
     replicas = deployer.replicas()
     running = sum(r.state in (ReplicaState.READY, ReplicaState.STARTING,
                               ReplicaState.PAUSED) for r in replicas)
     ready = sum(r.state == ReplicaState.READY for r in replicas)
-    return Counts(desired=deployer.desired(), running=running, ready=ready)
+    return Counts(desired=deployer.desired(), running=running, ready=ready, **measured)
+
+
+def replica_cpu_meter(deployer: Deployer, clock: Clock) -> Callable[[], float | None]:
+    """replicas_cpu_pct per second, where the deployer names its containers (Docker)."""
+    ids = getattr(deployer, "container_ids", None)
+    if ids is None:
+        return lambda: None
+    from harness.deploy.cgroups import ContainerCpu
+
+    meter = ContainerCpu(clock)
+
+    def sample() -> float | None:
+        try:
+            return meter.sample(ids())
+        except Exception:  # a measurement never breaks a trial
+            return None
+
+    return sample
 
 
 class RealRuntime:
@@ -105,9 +134,13 @@ class RealRuntime:
                                       workers=self.workers, seed=sc.seed + self.trial,
                                       run_id=rec.key["run_id"])
         self.warmup_rate = spec.warmup_rps
+        host = HostSampler(self.clock)
+        replicas_cpu = replica_cpu_meter(deployer, self.clock)
 
         def second(s: Any) -> None:
-            on_second(s, counts_of(deployer))
+            # sampled as each second is delivered: the interval since the previous one
+            on_second(s, counts_of(deployer, host=host.sample(),
+                                   replicas_cpu_pct=replicas_cpu()))
 
         def load_event(kind: str, detail: str) -> None:
             rec.event_at(self.clock.now(), kind, "", detail)

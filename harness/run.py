@@ -1,6 +1,7 @@
 """`harness run`: every strategy × repetition as a trial, recorded as it goes.
 
-Data flow (DESIGN.md): Scenario → for each trial: Deployer.deploy → Load (Locust child
+Data flow (docs/architecture.md, "Data flow"): Scenario → for each trial: Deployer.deploy → Load
+(Locust child
 process) + FaultTimeline + Controller → Recorder rows every second → Deployer.teardown
 (always) → analysis → summary.csv, report.html.
 """
@@ -204,7 +205,8 @@ def run_scenario(path: Path, opts: RunOptions) -> int:
         "platform": plat.name, "strategies": names, "repetitions": repetitions,
         "seed": sc.seed, "versions": _versions(plat), "git_commit": _git_commit(),
         "host": _host(), "started": dt.datetime.now(dt.UTC).isoformat(), "ended": None,
-        "warnings": [], "loadgen_saturated": False, "trials": [],
+        "warnings": [], "loadgen_saturated": False, "host_saturated": False,
+        "trials": [],
     }
     write_json_atomic(run_dir / "run.json", meta)
     echo(f"run {run_id} → {run_dir}")
@@ -234,6 +236,7 @@ def run_scenario(path: Path, opts: RunOptions) -> int:
                 meta["trials"].append(res.as_dict())
                 meta["warnings"].extend(res.warnings)
                 meta["loadgen_saturated"] = meta["loadgen_saturated"] or res.loadgen_saturated
+                meta["host_saturated"] = meta["host_saturated"] or res.host_saturated
                 write_json_atomic(run_dir / "run.json", meta)
         if stopper.stopped:
             status = "incomplete"
@@ -305,10 +308,17 @@ def _print_summary(results: list[TrialResult], echo: Callable[[str], None]) -> N
 
     table = Table(title="per trial (measured window, warm-up excluded)")
     for col in ("strategy", "trial", "requests", "ok rps", "p95 ms", "error rate",
-                "replicas min..max", "status"):
+                "replicas min..max", "host sat s", "status"):
         table.add_column(col, justify="right" if col not in ("strategy", "status") else "left")
     for r in results:
         table.add_row(r.strategy, str(r.trial), f"{r.requests}", f"{r.throughput_rps:.1f}",
                       "-" if r.p95_ms is None else f"{r.p95_ms:.0f}",
-                      f"{r.error_rate:.2%}", f"{r.replicas_min}..{r.replicas_max}", r.status)
-    Console(file=sys.stdout, width=110).print(table)
+                      f"{r.error_rate:.2%}", f"{r.replicas_min}..{r.replicas_max}",
+                      f"{r.host_saturated_s}{' !' if r.host_saturated else ''}", r.status)
+    Console(file=sys.stdout, width=120).print(table)
+    flagged = [f"{r.strategy} #{r.trial}" for r in results if r.host_saturated]
+    if flagged:
+        from harness.record.host import machine
+
+        echo(f"WARNING: the host {machine()} was saturated during {', '.join(flagged)}: "
+             "compare those trials with care (timeseries.csv host_cpu_pct)")

@@ -21,7 +21,7 @@ Variable (default): meaning.
 - `IDLE_TIMEOUT_S` (120): keep-alive connections idle this long are closed.
 
 Capacity of one replica ≈ WORKERS / SERVICE_MS (requests per millisecond), whatever the
-host's CPU, as long as CPU_MS is 0 (DESIGN.md, "The sample app's capacity model").
+host's CPU, as long as CPU_MS is 0 (docs/architecture.md, "The sample app's capacity model").
 """
 
 from __future__ import annotations

@@ -32,6 +32,9 @@ have haproxy || missing+=(haproxy)
 have prometheus || missing+=(prometheus)
 have debootstrap || missing+=(debootstrap)
 have chromium || have chromium-browser || missing+=(chromium)
+# a static busybox: tests build a 2 MB image without python from it (tests/test_foreign_image.py)
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "install ok installed" ||
+    missing+=(busybox-static)
 engine_answers() { docker info >/dev/null 2>&1; }
 if ! engine_answers; then
     have dockerd || missing+=(docker.io)

@@ -1,4 +1,5 @@
-"""A fake deployer that implements the real protocol (STYLE.md 8), for run-loop tests."""
+"""A fake deployer that implements the real protocol (docs/architecture.md, "Conventions"), for
+run-loop tests."""
 
 from __future__ import annotations
 

@@ -171,6 +171,7 @@ def make_synthetic_run(root: Path, run_id: str = "synthetic", trials: int = 1,
                     hist = _hist(lat_ok)
                     p50, p95, p99 = (float(np.percentile(lat_ok, q)) for q in (50, 95, 99))
                     metric = offered / max(ready, 1) / CAPACITY
+                    sat_host = strategy == "compose" and 50 <= t < 53
                     wts.writerow({
                         **key, "t_s": t, "offered_rps": offered, "sent_rps": offered,
                         "ok_rps": ok, "failed_rps": failed, "p50_ms": round(p50, 3),
@@ -185,7 +186,11 @@ def make_synthetic_run(root: Path, run_id: str = "synthetic", trials: int = 1,
                         else "",
                         "autoscaler_target": 0.6 if strategy == "autoscale" else "",
                         "replicas_cpu_pct": round(ok / 10.0, 1), "loadgen_cpu_pct": 20.0,
-                        "loadgen_saturated": 0, "latency_hist": hist})
+                        "loadgen_saturated": 0, "latency_hist": hist,
+                        # compose's host is saturated for 3 s in the spike (record/host.py)
+                        "host_cpu_pct": 95.0 if sat_host else round(20.0 + ok / 8.0, 1),
+                        "host_cpu_pressure_pct": 60.0 if sat_host else 5.0,
+                        "host_saturated": (int(sat_host) if t >= 0 else "")})
                     if strategy == "autoscale" and t >= 0 and t % 2 == 0:
                         wdec.writerow({**key, "t_s": t, "policy": "hpa",
                                        "current_replicas": running, "ready": ready,

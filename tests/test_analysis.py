@@ -88,7 +88,7 @@ def test_warmup_rows_are_not_measured() -> None:
     assert violation_seconds(table) == 0
 
 
-# ---------- recovery time (DESIGN.md definition) ----------
+# ---------- recovery time (docs/architecture.md, "Definitions") ----------
 
 def holds(pattern: str) -> pd.Series:
     """'1' holds, '0' violated; index 0…n-1."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.analysis.compare import compare
+from harness.analysis.compare import compare, longest_run
 from harness.errors import GateFailed, UsageError
 from tests.synthetic_run import make_synthetic_run
 
@@ -111,3 +111,20 @@ def test_recovery_cells_tell_not_recovered_from_did_not_happen(tmp_path: Path) -
     crash = t2[t2["metric"] == "recovery_s_crash_t95"].set_index("strategy")
     assert crash.loc["manual", "text"] == "–" and crash.loc["manual", "n_happened"] == 0
     assert crash.loc["compose", "text"] == "0.0"
+
+
+def test_saturated_trials_are_stated_above_the_table(tmp_path: Path) -> None:
+    # the synthetic compose trial has 3 host-saturated seconds in a row (t=50..52)
+    run = make_synthetic_run(tmp_path, run_id="sat")
+    res = compare([run])
+    assert res.notes == ["sat, compose #1: the host was saturated (3 s); its figures may "
+                         "show the machine's limit, not the strategy's"]
+    assert res.text.index("WARNING: sat, compose #1") < res.text.index("harness compare")
+    assert "⚠ sat, compose #1: the host was saturated" in res.html_path.read_text()
+
+
+@pytest.mark.parametrize(("flags", "longest"), [
+    ([], 0), ([0, 0], 0), ([1, 0, 1, 1], 2), (["1", "1", "1", ""], 3), ([1.0, "True"], 2),
+])
+def test_longest_run(flags: list[object], longest: int) -> None:
+    assert longest_run(flags) == longest

@@ -1,5 +1,5 @@
 """The control loop on a fake clock, with a fake deployer and a fake metric source that
-implement the real protocols (STYLE.md 8): no sleeping, no processes."""
+implement the real protocols (docs/architecture.md, "Conventions"): no sleeping, no processes."""
 
 from __future__ import annotations
 

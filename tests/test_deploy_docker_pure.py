@@ -18,13 +18,12 @@ from harness.deploy import haproxy, prometheus
 from harness.deploy.base import AppSpec, DeployEvent, DeploySpec, Replica, ReplicaState
 from harness.deploy.compose import COMPOSE_FILE, DEFAULTS_DIR, project_name, write_configs
 from harness.deploy.docker_common import (
-    first_ready_at,
     parse_docker_time,
-    probe_code,
     published_port,
     replica_state,
     safe_name,
 )
+from harness.deploy.readiness import Probe, describe_last, describe_replica, first_ready_at
 from harness.deploy.registry import DEPLOYERS, create
 from harness.deploy.swarm import TaskView, select_replicas
 from harness.deploy.watch import LbFirstTraffic, ReplicaWatcher, first_scrapes, transitions
@@ -140,31 +139,51 @@ def test_parse_docker_time(value: str | None, expected: float | None) -> None:
     assert got == pytest.approx(expected, abs=1e-6) if expected is not None else got is None
 
 
-@pytest.mark.parametrize(("state", "expected"), [
-    ({"Status": "running", "Health": {"Status": "starting"}}, RS.STARTING),
-    ({"Status": "running", "Health": {"Status": "healthy"}}, RS.READY),
-    ({"Status": "running", "Health": {"Status": "unhealthy"}}, RS.STARTING),
-    ({"Status": "running"}, RS.READY),  # no health check: running is ready
-    ({"Status": "paused", "Paused": True}, RS.PAUSED),
-    ({"Status": "restarting"}, RS.EXITED),  # in Docker's back-off
-    ({"Status": "exited", "ExitCode": 137}, RS.EXITED),
-    ({"Status": "created"}, RS.STARTING),
-], ids=["starting", "healthy", "unhealthy", "no-check", "paused", "restarting", "exited",
+@pytest.mark.parametrize(("state", "ready", "expected"), [
+    ({"Status": "running"}, False, RS.STARTING),  # up, no probe answered this life yet
+    ({"Status": "running"}, True, RS.READY),
+    ({"Status": "paused", "Paused": True}, True, RS.PAUSED),
+    ({"Status": "paused", "Paused": True}, False, RS.PAUSED),
+    ({"Status": "restarting"}, True, RS.EXITED),  # in Docker's back-off
+    ({"Status": "exited", "ExitCode": 137}, True, RS.EXITED),
+    ({"Status": "created"}, False, RS.STARTING),
+], ids=["starting", "ready", "paused-ready", "paused-unready", "restarting", "exited",
         "created"])
-def test_replica_state(state: dict[str, Any], expected: ReplicaState) -> None:
-    assert replica_state(state) == expected
+def test_replica_state(state: dict[str, Any], ready: bool, expected: ReplicaState) -> None:
+    assert replica_state(state, ready) == expected
 
 
 def test_first_ready_at_ignores_probes_of_the_previous_life() -> None:
-    state = {"Health": {"Log": [
-        {"Start": "2024-05-01T10:00:00Z", "End": "2024-05-01T10:00:00.1Z", "ExitCode": 0},
-        {"Start": "2024-05-01T10:00:05Z", "End": "2024-05-01T10:00:05.1Z", "ExitCode": 1},
-        {"Start": "2024-05-01T10:00:06Z", "End": "2024-05-01T10:00:06.2Z", "ExitCode": 0},
-        {"Start": "2024-05-01T10:00:07Z", "End": "2024-05-01T10:00:07.2Z", "ExitCode": 0},
-    ]}}
-    restarted = parse_docker_time("2024-05-01T10:00:04.5Z")
-    assert first_ready_at(state, restarted) == pytest.approx(1714557606.2)
-    assert first_ready_at({"Health": {"Log": []}}, restarted) is None
+    probes = [Probe(100.0, 100.1, True, "http 200"),  # the previous life answered
+              Probe(105.0, 105.1, False, "refused"),
+              Probe(104.4, 106.2, True, "http 200"),  # started before the restart
+              Probe(106.0, 106.3, True, "http 200"),
+              Probe(107.0, 107.2, True, "http 200")]
+    assert first_ready_at(probes, 104.5) == pytest.approx(106.3)
+    assert first_ready_at(probes, None) == pytest.approx(100.1)
+    assert first_ready_at([], 104.5) is None
+    assert first_ready_at(probes[:3], 104.5) is None
+
+
+@pytest.mark.parametrize(("outcomes", "expected"), [
+    ([], "no probe answered yet"),
+    (["refused", "refused", "http 503"], "last probe: http 503 (3 probes: 2 refused, 1 http 503)"),
+    (["timeout"], "last probe: timeout (1 probes: 1 timeout)"),
+])
+def test_describe_last(outcomes: list[str], expected: str) -> None:
+    probes = [Probe(float(i), i + 0.1, False, o) for i, o in enumerate(outcomes)]
+    assert describe_last(probes).startswith(expected)
+
+
+def test_describe_replica_names_state_exit_code_oom_probes_and_logs() -> None:
+    r = Replica(id="abc", name="x", state=RS.EXITED, restarts=2)
+    text = describe_replica(r, {"Status": "exited", "ExitCode": 137, "OOMKilled": True},
+                            [Probe(1.0, 1.1, False, "refused")], "boom | bye")
+    assert text == ("replica abc: container exited, exit_code=137, OOM-killed, restarts=2; "
+                    "last probe: refused (1 probes: 1 refused); last log lines: boom | bye.")
+    running = describe_replica(Replica(id="d", name="d", state=RS.STARTING),
+                               {"Status": "running"}, [], "")
+    assert "exit_code" not in running and running.endswith("; no log output.")
 
 
 def test_published_port_only_on_loopback() -> None:
@@ -174,11 +193,6 @@ def test_published_port_only_on_loopback() -> None:
     assert published_port(attrs, 8080) == 49153
     assert published_port(attrs, 8404) is None  # never trust an all-interfaces binding
     assert published_port(attrs, 9090) is None
-
-
-def test_probe_code_is_python() -> None:
-    compile(probe_code(8000, "/readyz"), "<probe>", "exec")
-    assert "GET /readyz HTTP/1.0" in probe_code(8000, "/readyz")
 
 
 # ── Swarm: which task containers are replicas ──────────────────────────────────────

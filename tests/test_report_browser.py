@@ -33,7 +33,7 @@ websocket = pytest.importorskip("websocket", reason="websocket-client (dev depen
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-PANELS = ("rate", "latency", "errors", "replicas", "autoscaler")
+PANELS = ("rate", "latency", "errors", "replicas", "autoscaler", "host")
 TIMEOUT_S = 30.0
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),

@@ -124,6 +124,8 @@ class CompareResult:
     csv_path: Path | None = None
     html_path: Path | None = None
     text: str = ""
+    # trials whose machine or load generator was the limit, stated above the table
+    notes: list[str] = field(default_factory=list)
 
     @property
     def failed_gates(self) -> list[str]:
@@ -257,6 +259,8 @@ def render_terminal(res: CompareResult, width: int = 160) -> str:
                                               else ""))
         t.add_row(f"{label}" + (f" ({unit})" if unit and unit != "%" else ""), *cells)
     buf = io.StringIO()
+    for note in res.notes:
+        buf.write(f"WARNING: {note}\n")
     Console(file=buf, width=width, force_terminal=True, color_system="standard").print(t)
     gate_lines = res.gate_lines
     if gate_lines:
@@ -302,10 +306,40 @@ def render_html(res: CompareResult) -> str:
         for line in res.gate_lines)
     return (f"<!doctype html><html><head><meta charset=utf-8><title>harness compare</title>"
             f"<style>{HTML_STYLE}</style></head><body><h1>harness compare</h1>"
-            f"<table><thead><tr><th>metric</th>{head}</tr></thead><tbody>{''.join(body)}"
+            + "".join(f"<p class=fail>⚠ {e(n)}</p>" for n in res.notes)
+            + f"<table><thead><tr><th>metric</th>{head}</tr></thead><tbody>{''.join(body)}"
             f"</tbody></table><p class=note>{e(_legend())}</p>"
             + (f"<h2>thresholds</h2><ul>{gates}</ul>" if gates else "")
             + "</body></html>")
+
+
+def longest_run(flags: Sequence[object]) -> int:
+    """Longest streak of true values (1, "1", True) in a per-second column (pure)."""
+    best = cur = 0
+    for f in flags:
+        on = str(f).strip() in ("1", "1.0", "True", "true")
+        cur = cur + 1 if on else 0
+        best = max(best, cur)
+    return best
+
+
+def saturation_notes(label: str, ts: pd.DataFrame) -> list[str]:
+    """"run X, strategy #n: host saturated …" for every trial the machine or the load
+    generator limited (the same 3-seconds-in-a-row rule as record/host.py)."""
+    from harness.record.host import RUN_S
+
+    out = []
+    if ts.empty:
+        return out
+    for (strategy, trial), g in ts.groupby(["strategy", "trial"], sort=False):
+        m = g[pd.to_numeric(g["t_s"], errors="coerce") >= 0]
+        if "host_saturated" in m and longest_run(m["host_saturated"].tolist()) >= RUN_S:
+            n = int(pd.to_numeric(m["host_saturated"], errors="coerce").fillna(0).sum())
+            out.append(f"{label}, {strategy} #{trial}: the host was saturated ({n} s); "
+                       "its figures may show the machine's limit, not the strategy's")
+        if "loadgen_saturated" in m and longest_run(m["loadgen_saturated"].tolist()) >= 1:
+            out.append(f"{label}, {strategy} #{trial}: the load generator was saturated")
+    return out
 
 
 def default_metrics(summaries: Sequence[pd.DataFrame]) -> list[str]:
@@ -328,6 +362,7 @@ def compare(run_dirs: Sequence[str | Path], out_dir: str | Path | None = None,
     labels: list[str] = []
     summaries, aggs = [], []
     gates: dict[str, GateResult] = {}
+    notes: list[str] = []
     for d in run_dirs:
         p = Path(d)
         if not p.is_dir():
@@ -337,6 +372,7 @@ def compare(run_dirs: Sequence[str | Path], out_dir: str | Path | None = None,
             raise UsageError(f"{p}: no timeseries.csv rows to compare")
         label = data.run_id if data.run_id not in labels else str(p)
         labels.append(label)
+        notes.extend(saturation_notes(label, data.timeseries))
         s = summarize_run(data)
         summaries.append(s.trials)
         a = aggregate(s.trials, seed=seed)
@@ -350,7 +386,7 @@ def compare(run_dirs: Sequence[str | Path], out_dir: str | Path | None = None,
     entities = list(dict.fromkeys(zip(allagg["run"], allagg["strategy"], strict=True)))
     chosen = list(metrics) if metrics else default_metrics(summaries)
     table = build_table(allagg, entities, chosen, _baselines(entities, len(labels), baseline))
-    res = CompareResult(table=table, entities=entities, gates=gates)
+    res = CompareResult(table=table, entities=entities, gates=gates, notes=notes)
 
     if out_dir is None:
         first = Path(run_dirs[0])

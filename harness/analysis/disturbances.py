@@ -1,4 +1,5 @@
-"""Disturbances of one trial, found in its events (DESIGN.md: "an event the system must
+"""Disturbances of one trial, found in its events (docs/architecture.md, "Vocabulary": "an event
+the system must
 absorb: a load step/spike or a fault").
 
 * A `load_stage` event whose rate (detail `rps=…`, or `users=…` in the closed model) is

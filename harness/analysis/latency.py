@@ -1,4 +1,5 @@
-"""Latency over windows from the per-second histograms (exact merges, DESIGN.md).
+"""Latency over windows from the per-second histograms (exact merges, docs/architecture.md,
+"Definitions").
 
 Percentiles over a trial or a disturbance come from merging the seconds' histograms
 (bucket counts add), never from averaging per-second percentiles. Only where a run has

@@ -1,4 +1,4 @@
-"""Recovery time of a disturbance (DESIGN.md "Definitions").
+"""Recovery time of a disturbance (docs/architecture.md, "Definitions").
 
 The recovery time of a disturbance at t0 is the smallest r ≥ 0 such that the SLO holds in
 every second of [t0 + r, t0 + r + stable_s). A disturbance the SLO never recovers from

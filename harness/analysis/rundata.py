@@ -1,4 +1,5 @@
-"""The one adapter at the edge: a results folder → DataFrames and dicts (STYLE.md 7, 13).
+"""The one adapter at the edge: a results folder → DataFrames and dicts (docs/architecture.md,
+"Conventions", 13).
 
 Everything else in harness.analysis takes these frames and dicts and does no I/O, so the
 tests feed it small hand-made frames. A run folder may still be written while we read it

@@ -1,4 +1,4 @@
-"""Per-second SLO: does the SLO hold in second t? (DESIGN.md "Definitions").
+"""Per-second SLO: does the SLO hold in second t? (docs/architecture.md, "Definitions").
 
 A second holds when
   * requests completed in it (ok + failed > 0), its p95 latency ≤ `slo.p95_ms` and its

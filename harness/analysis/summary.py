@@ -112,6 +112,7 @@ def summarize_trial(ts: pd.DataFrame, events: pd.DataFrame, *, slo: SloSpec,
         "replicas_max": float(running.max()) if running.notna().any() else math.nan,
         "capacity_rps_per_replica": cap if cap is not None else math.nan,
         "capacity_source": cap_src,
+        **_host_figures(m),
     }
     if cap is not None and end_s:
         demand = demand_replicas(table["offered"].to_numpy(), cap)
@@ -151,6 +152,17 @@ def summarize_trial(ts: pd.DataFrame, events: pd.DataFrame, *, slo: SloSpec,
         for c in DISTURBANCE_METRICS:
             row[disturbance_column(c.name, r["disturbance"])] = r[c.name]
     return TrialResult(row=row, disturbances=drows, slo=table)
+
+
+def _host_figures(m: pd.DataFrame) -> dict[str, float]:
+    """The machine's share of the trial (record/host.py); NaN in runs that lack it."""
+    cpu = pd.to_numeric(m["host_cpu_pct"], errors="coerce") if "host_cpu_pct" in m \
+        else pd.Series(dtype=float)
+    sat = pd.to_numeric(m["host_saturated"], errors="coerce") if "host_saturated" in m \
+        else pd.Series(dtype=float)
+    return {"host_cpu_mean_pct": float(cpu.mean()) if cpu.notna().any() else math.nan,
+            "host_saturated_s": float(sat.fillna(0).sum()) if sat.notna().any()
+            else math.nan}
 
 
 def _per_second(m: pd.DataFrame, column: str, end_s: int) -> np.ndarray:

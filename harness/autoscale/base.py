@@ -1,4 +1,4 @@
-"""What every policy sees, keeps and returns (STYLE.md 1 and 5).
+"""What every policy sees, keeps and returns (docs/architecture.md, "Conventions").
 
 A policy is a pure function of (observation, its own state, ``now``) returning a decision
 *and the reason*: no I/O, no clock reads. The state is immutable; the decision carries the
@@ -75,7 +75,8 @@ class PolicyState:
 
 @dataclass(frozen=True)
 class Decision:
-    """The steps in their named order (STYLE.md 2); None where a step did not run."""
+    """The steps in their named order (docs/architecture.md, "Conventions"); None where a step did
+    not run."""
 
     recommended: int | None  # raw recommendation of the replica calculation
     stabilized: int | None  # after the stabilization window

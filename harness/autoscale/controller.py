@@ -1,6 +1,7 @@
 """The control loop: read metrics, ask the policy, tell the deployer — and log why.
 
-The thin I/O half of the HPA (STYLE.md 1; horizontal.go ``reconcileAutoscaler``): every
+The thin I/O half of the HPA (docs/architecture.md, "Conventions"; horizontal.go
+``reconcileAutoscaler``): every
 ``interval_s`` it lists the replicas (readiness), reads the scale (``deployer.desired()``,
 the scale subresource's spec.replicas), samples the metric of the ready replicas, calls the
 pure policy and, when the desired count differs, ``deployer.scale``. Every iteration writes

@@ -1,4 +1,5 @@
-"""Policy kind (the scenario's ``autoscaler.policy``) → factory, one registry (STYLE.md 5).
+"""Policy kind (the scenario's ``autoscaler.policy``) → factory, one registry
+(docs/architecture.md, "Conventions").
 
 To add a policy, see harness/autoscale/README.md.
 """

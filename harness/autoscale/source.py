@@ -7,10 +7,13 @@
 A source never raises for an unreachable server, a failed query, a dead replica or a
 stale series: the affected replicas come back as None ("missing"), which the policy
 handles as the HPA handles pods without metrics, and ``last_error`` says why for the
-decision log. Only 127.0.0.1 URLs are ever handed to these sources (DESIGN.md, network).
+decision log. Only 127.0.0.1 URLs are ever handed to these sources (docs/architecture.md,
+"Network").
 
-Deployers say where a replica's metrics are through two small extra protocols
-(STYLE.md 5: an extra ability gets its own protocol): ``PrometheusTargets.instance_of``
+Deployers say where a replica's metrics are through two small extra
+protocols
+(docs/architecture.md, "Conventions": an extra ability gets its own protocol):
+``PrometheusTargets.instance_of``
 (the replica's ``instance`` label in Prometheus, "host:port" as Prometheus scrapes it) and
 ``ScrapeTargets.metrics_url_of`` (http://127.0.0.1:PORT/metrics, local platform).
 """

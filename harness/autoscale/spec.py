@@ -1,4 +1,5 @@
-"""The autoscaler's configuration, declared once (STYLE.md 6): a strategy's ``autoscaler:`` block.
+"""The autoscaler's configuration, declared once (docs/architecture.md, "Conventions"): a
+strategy's ``autoscaler:`` block.
 
 Field names mirror the Kubernetes HorizontalPodAutoscaler (autoscaling/v2) in snake_case with
 units in the name: ``behavior.scaleDown.stabilizationWindowSeconds`` is

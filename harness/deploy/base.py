@@ -1,4 +1,4 @@
-"""The one small protocol every deployer implements (DESIGN.md, "Strategies").
+"""The one small protocol every deployer implements (docs/architecture.md, "Strategies").
 
 A deployer runs one strategy kind (manual / compose / orchestrated) on one platform
 (docker / local / sim). Everything above the deployers (run loop, autoscaler, faults,
@@ -108,6 +108,14 @@ class Deployer(Protocol):
     def prometheus_url(self) -> str | None: ...
 
     def teardown(self) -> None: ...
+
+
+@runtime_checkable
+class ReadinessDiagnostics(Protocol):
+    """A deployer that can say why replicas are not ready (the trial's wait-for-ready
+    appends this to its error): state, exit code, last probe outcome, last log lines."""
+
+    def explain_unready(self) -> list[str]: ...
 
 
 @runtime_checkable

@@ -29,7 +29,6 @@ from harness.deploy.docker_common import (
     LB_ALIAS,
     DockerDeployerBase,
     app_env,
-    probe_code,
     remove_containers,
     safe_name,
     write_text,
@@ -106,8 +105,6 @@ class ComposeDeployer(DockerDeployerBase):
             "HARNESS_PROMETHEUS_IMAGE": self.prometheus_image,
             "HARNESS_CONFIG_DIR": str(self.workdir),
             "HARNESS_LB_RUN_DIR": str(self.workdir / "haproxy-run"),
-            "HARNESS_READY_PROBE": probe_code(app.port, app.ready_path),
-            "HARNESS_HEALTH_INTERVAL": f"{max(1, round(self.health_interval_s * 1000))}ms",
             # empty: Docker picks free ports (on 127.0.0.1, as the file says)
             "HARNESS_LB_PORT": "", "HARNESS_STATS_PORT": "", "HARNESS_PROMETHEUS_PORT": "",
             "COMPOSE_PROJECT_NAME": self.project,

@@ -2,20 +2,22 @@
 containers, replica state from `docker inspect`, faults, and a tear-down that always ends
 with a label sweep of the trial's own objects.
 
-Readiness (one way for all three): a Docker HEALTHCHECK on the app container runs a tiny
-Python probe *inside the container* against 127.0.0.1:PORT/READY_PATH every second. A
-replica is READY once Docker reports it healthy; its ready time is the end of the first
-successful probe after `State.StartedAt` (from Docker's health log), so start-to-ready
-does not depend on how often the harness polls. The health state resets on every restart,
-so a restarted replica is STARTING again until its probe answers. Swarm uses the same
-health state to hold a task in `starting`. The probe's `retries` is so high that
-"unhealthy" never happens: health is readiness here, not liveness, so neither Swarm nor
-anything else kills a replica that is merely slow under load or paused by a fault.
+Readiness (one way for all three) is observed from outside the replicas
+(docs/architecture.md, "Readiness"): one prober container per trial, on the trial's
+network, sends `GET ready_path` to every address of the DNS name HAProxy and Prometheus
+use (`app_dns_name()`), and writes what it saw to a bind-mounted status file
+(`readiness.py`). A replica is READY from the end of its first successful probe that
+started after `State.StartedAt`, so start-to-ready does not depend on how often the
+harness polls, and a restarted replica is STARTING again until it answers. Nothing is
+exec'd into a replica and nothing but an HTTP port is needed inside the image; the
+image's own HEALTHCHECK is disabled, so Docker keeps no health state that Swarm or
+anything else could act on: readiness is not liveness, and a replica that is merely slow
+under load or paused by a fault is never killed for it.
 
 The host never sends traffic to container addresses: it reads them from the Docker API
 (to map HAProxy servers and Prometheus `instance` labels to replicas) and talks only to
-ports published on 127.0.0.1 (LB, HAProxy stats, Prometheus) and to HAProxy's admin
-socket in a bind-mounted host directory.
+ports published on 127.0.0.1 (LB, HAProxy stats, Prometheus), to HAProxy's admin socket
+and to the prober's status file, both in bind-mounted host directories.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,23 +48,31 @@ from harness.deploy.base import (
     ReplicaState,
     labels_for,
 )
+from harness.deploy.readiness import (
+    PROBER_DIR,
+    STATUS_FILE,
+    Probe,
+    StatusReader,
+    container_logs,
+    describe_replica,
+    first_ready_at,
+    start_prober,
+)
 from harness.errors import DeployError, PrerequisiteError
 from harness.faults import docker_faults
 
 TRIAL_LABEL = "harness.trial"
-ROLE_LABEL = "harness.role"  # app | lb | prometheus
+ROLE_LABEL = "harness.role"  # app | lb | prometheus | prober
 KIND_LABEL = "harness.kind"  # manual | compose | orchestrated
 
 APP_IMAGE = "harness-app:latest"
 LB_IMAGE = "harness-haproxy:latest"
 PROMETHEUS_IMAGE = "harness-prometheus:latest"
+PROBER_IMAGE = "harness-base:bookworm"
 
 WORKDIR_ROOT = Path("/tmp/harness-deploy")  # per-trial config dirs (bind-mounted)
 OWNER_FILE = "owner.json"
 
-HEALTH_INTERVAL_S = 1.0
-HEALTH_TIMEOUT_S = 1.0
-HEALTH_RETRIES = 1_000_000  # readiness, never liveness (see the module docstring)
 STOP_GRACE_S = 2  # "the app container must stop promptly"
 LB_ALIAS = "lb"
 PROMETHEUS_ALIAS = "prometheus"
@@ -131,25 +141,7 @@ def parse_docker_time(value: str | None) -> float | None:
     return t + (float(frac) if frac else 0.0)
 
 
-def probe_code(port: int, path: str) -> str:
-    """The readiness probe run inside the container: a raw HTTP/1.0 GET (python3 only,
-    no site packages: `-I -S` keeps each probe at a few ms of CPU)."""
-    return (f"import socket,sys;s=socket.create_connection(('127.0.0.1',{int(port)}),"
-            f"{HEALTH_TIMEOUT_S});s.sendall(b'GET {path} HTTP/1.0\\r\\n\\r\\n');"
-            "r=s.recv(64).split();sys.exit(0 if len(r)>1 and r[1]==b'200' else 1)")
-
-
-def probe_test(port: int, path: str) -> list[str]:
-    return ["CMD", "python3", "-I", "-S", "-c", probe_code(port, path)]
-
-
-def healthcheck_spec(port: int, path: str, interval_s: float = HEALTH_INTERVAL_S
-                     ) -> dict[str, Any]:
-    """For the SDK's `healthcheck=` (container) and `Healthcheck(**…)` (service)."""
-    ns = 1_000_000_000
-    return {"test": probe_test(port, path), "interval": int(interval_s * ns),
-            "timeout": int(HEALTH_TIMEOUT_S * ns), "retries": HEALTH_RETRIES,
-            "start_period": 0}
+NO_HEALTHCHECK: dict[str, Any] = {"test": ["NONE"]}  # the image's own one, disabled
 
 
 def app_env(spec: DeploySpec) -> dict[str, str]:
@@ -158,33 +150,13 @@ def app_env(spec: DeploySpec) -> dict[str, str]:
     return env
 
 
-def first_ready_at(state: dict[str, Any], started_at: float | None) -> float | None:
-    """End of the first successful health probe that started after `started_at`."""
-    health = state.get("Health") or {}
-    best: float | None = None
-    for entry in health.get("Log") or []:
-        if entry.get("ExitCode") != 0:
-            continue
-        start = parse_docker_time(entry.get("Start"))
-        end = parse_docker_time(entry.get("End"))
-        if start is None or end is None:
-            continue
-        if started_at is not None and start < started_at:
-            continue
-        best = end if best is None else min(best, end)
-    return best
-
-
-def replica_state(state: dict[str, Any]) -> ReplicaState:
-    """From a container's `State` (pure). No health check defined → running is ready."""
+def replica_state(state: dict[str, Any], ready: bool) -> ReplicaState:
+    """From a container's `State` and whether this life has answered a probe (pure)."""
     status = state.get("Status", "")
     if status == "paused" or state.get("Paused"):
         return ReplicaState.PAUSED
     if status == "running":
-        health = (state.get("Health") or {}).get("Status")
-        if health is None or health == "healthy":
-            return ReplicaState.READY
-        return ReplicaState.STARTING
+        return ReplicaState.READY if ready else ReplicaState.STARTING
     if status == "created":
         return ReplicaState.STARTING
     # restarting (Docker's back-off before a restart), exited, dead, removing
@@ -319,7 +291,7 @@ class DockerDeployerBase:
                  deploy_timeout_s: float = 90.0, workdir_root: Path = WORKDIR_ROOT,
                  haproxy_settings: haproxy.HAProxySettings | None = None,
                  scrape_interval_s: float = 1.0,
-                 health_interval_s: float = HEALTH_INTERVAL_S) -> None:
+                 prober_image: str | None = None) -> None:
         if client is None:
             raise PrerequisiteError("the docker platform needs a Docker client")
         self.client = client
@@ -334,11 +306,9 @@ class DockerDeployerBase:
         self.haproxy_settings = haproxy_settings or haproxy.HAProxySettings(
             ready_path=spec.app.ready_path)
         self.scrape_interval_s = scrape_interval_s
-        # Docker runs each probe with an exec (runc): ~0.05-0.1 CPU-s per probe on this
-        # project's machines, so 1 s costs ~5-10 % of a core per replica; a longer
-        # interval is cheaper but coarsens start-to-ready (the first probe runs one
-        # interval after the start; Docker 20.10 has no start_interval)
-        self.health_interval_s = health_interval_s
+        # the prober is stdlib-only Python: any image of ours with python3 runs it
+        self.prober_image = prober_image or default_image("base", PROBER_IMAGE)
+        self._status: StatusReader | None = None
         self._lock = threading.RLock()
         self._snap_lock = threading.Lock()
         self._teardown_lock = threading.Lock()
@@ -376,11 +346,13 @@ class DockerDeployerBase:
                                   "per trial")
             self._deployed = True
         require_images(self.client, self.spec.app.image, self.lb_image,
-                       self.prometheus_image)
+                       self.prometheus_image, self.prober_image)
         t0 = self._clock.now()
         self.workdir = make_workdir(self.spec, self.kind, self.workdir_root)
+        self._status = StatusReader(self.workdir / PROBER_DIR / STATUS_FILE)
         try:
             self._deploy()
+            self._start_prober()
             self._wait_frontends(t0 + self.deploy_timeout_s)
         except DeployError:
             raise
@@ -393,6 +365,17 @@ class DockerDeployerBase:
 
     def _deploy(self) -> None:
         raise NotImplementedError
+
+    def app_dns_name(self) -> str:
+        """The name HAProxy, Prometheus and the prober resolve to find the replicas."""
+        return APP_ALIAS
+
+    def _start_prober(self) -> None:
+        assert self.workdir is not None
+        start_prober(self.client, image=self.prober_image, name=self.name("prober"),
+                     network=self.network_name, dns_name=self.app_dns_name(),
+                     port=self.spec.app.port, path=self.spec.app.ready_path,
+                     workdir=self.workdir, labels=self.labels("prober"))
 
     def scale(self, replicas: int) -> None:
         if replicas < 0:
@@ -455,7 +438,9 @@ class DockerDeployerBase:
             self._torn_down = True
             self._cache = None
             errors: list[str] = []
-            for step in (self._unpause_all, self._teardown_app, self._remove_aux,
+            # the prober first: on compose it holds an endpoint in compose's own network
+            for step in (self._unpause_all, self._remove_prober, self._teardown_app,
+                         self._remove_aux,
                          self._remove_network, self._sweep_trial, self._after_teardown):
                 try:
                     step()
@@ -491,6 +476,12 @@ class DockerDeployerBase:
         """HAProxy's view of its app servers (runtime API `show stat`); [] if it is gone."""
         return [] if self._torn_down else haproxy.servers_of(self._api)
 
+    def container_ids(self) -> list[str]:
+        """Full ids of the replicas' containers (their cgroups hold their CPU time)."""
+        reps, by_id = self._snapshot()
+        return [str(by_id[r.id].id) for r in reps
+                if r.id in by_id and r.state != ReplicaState.EXITED]
+
     def lb_ready_replicas(self) -> set[str]:
         """Ids of the replicas HAProxy is routing to right now."""
         routable = {s.addr for s in self.lb_servers() if s.routable and s.addr}
@@ -513,24 +504,27 @@ class DockerDeployerBase:
         attrs = c.attrs
         state = attrs.get("State") or {}
         started = parse_docker_time(state.get("StartedAt"))
-        rs = replica_state(state)
+        ip = container_ip(attrs, self.network_name)
+        address = f"{ip}:{self.spec.app.port}" if ip else None
         key = (str(attrs["Id"]), started)
         ready_at = self._ready_cache.get(key)
-        if ready_at is None and rs in (ReplicaState.READY, ReplicaState.PAUSED):
-            ready_at = first_ready_at(state, started)
-            if ready_at is None and not state.get("Health"):
-                ready_at = started  # no health check: running counts as ready
-            if ready_at is not None:
+        if ready_at is None and address and state.get("Status") in ("running", "paused"):
+            ready_at = first_ready_at(self._probes_of(address), started)
+            if ready_at is not None:  # once per life: readiness, not liveness
                 self._ready_cache[key] = ready_at
                 if started is not None:
                     self.start_to_ready_s.append(round(ready_at - started, 3))
-        ip = container_ip(attrs, self.network_name)
+        rs = replica_state(state, ready_at is not None)
         exit_code = state.get("ExitCode") if rs == ReplicaState.EXITED else None
         return Replica(id=self._replica_id(attrs), name=str(attrs.get("Name", "")).lstrip("/"),
                        state=rs, restarts=int(attrs.get("RestartCount") or 0),
                        started_at=started, ready_at=ready_at,
                        exit_code=None if exit_code is None else int(exit_code),
-                       address=f"{ip}:{self.spec.app.port}" if ip else None)
+                       address=address)
+
+    def _probes_of(self, address: str) -> Sequence[Probe]:
+        status = self._status.read() if self._status is not None else None
+        return status.probes.get(address, ()) if status is not None else ()
 
     def _snapshot(self) -> tuple[list[Replica], dict[str, Any]]:
         """(replicas, replica id → container), cached for `replicas_cache_s`."""
@@ -671,9 +665,49 @@ class DockerDeployerBase:
             if len(ready) >= n:
                 return ready
             if self._clock.now() > deadline:
-                raise DeployError(f"{len(ready)} of {n} replicas ready after {timeout_s} s: "
-                                  f"{[(r.id, r.state.value) for r in reps]}")
+                raise DeployError(f"{len(ready)} of {n} replicas ready after {timeout_s} s; "
+                                  + " ".join(self.explain_unready()))
             self._clock.sleep(0.2)
+
+    # ── ReadinessDiagnostics ──────────────────────────────────────────────────────
+    def explain_unready(self, log_lines: int = 5) -> list[str]:
+        """Why replicas are not ready: per unready replica its container state, exit
+        code, OOM flag, the prober's last outcomes and its last log lines; and whether
+        the prober itself is alive. Best effort: a failing inspect is said, not raised."""
+        out: list[str] = []
+        self._cache = None
+        try:
+            reps, by_id = self._snapshot()
+        except Exception as e:
+            return [f"replicas could not be listed ({type(e).__name__}: {e})"]
+        status = self._status.read() if self._status is not None else None
+        for r in reps:
+            if r.state == ReplicaState.READY:
+                continue
+            c = by_id.get(r.id)
+            st = ((c.attrs.get("State") if c is not None else None) or {})
+            probes = self._probes_of(r.address) if r.address else ()
+            out.append(describe_replica(r, st, probes, container_logs(c, log_lines)))
+        if not reps:
+            out.append("no replica container exists")
+        if status is not None and status.resolve_error and not status.probes:
+            out.append(f"the prober cannot resolve {status.resolve_error}")
+        out.extend(self._prober_problem(log_lines))
+        return out
+
+    def _prober_problem(self, log_lines: int) -> list[str]:
+        try:
+            found = self._trial_containers("prober")
+        except Exception as e:
+            return [f"the prober could not be inspected ({type(e).__name__})"]
+        if not found:
+            return ["the readiness prober container is missing"]
+        c = found[0]
+        st = c.attrs.get("State") or {}
+        if st.get("Status") == "running":
+            return []
+        return [f"the readiness prober died (state={st.get('Status')} "
+                f"exit_code={st.get('ExitCode')}): {container_logs(c, log_lines)}"]
 
     # ── tear-down steps ────────────────────────────────────────────────────────────
     def _trial_containers(self, role: str | None = None) -> list[Any]:
@@ -689,6 +723,9 @@ class DockerDeployerBase:
 
     def _teardown_app(self) -> None:
         raise NotImplementedError
+
+    def _remove_prober(self) -> None:
+        remove_containers(self._trial_containers("prober"))
 
     def _remove_aux(self) -> None:
         remove_containers(self._trial_containers())

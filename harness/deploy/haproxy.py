@@ -11,8 +11,8 @@ how it learns of replicas:
     "edit the LB when you `docker run` one more" step of a manual deployment, without a
     reload.
   - `DnsServers` (compose, orchestrated): `server-template` slots resolved through
-    Docker's embedded DNS (127.0.0.11). Tuned for fast following (DESIGN.md's checked
-    facts): `hold valid 1s` (default 10 s) and `accepted_payload_size 8192` (Docker
+    Docker's embedded DNS (127.0.0.11). Tuned for fast following (docs/architecture.md): `hold
+    valid 1s` (default 10 s) and `accepted_payload_size 8192` (Docker
     answers for many replicas exceed the 512-byte default and would otherwise be
     truncated).
 - local: HAProxy as a host process with pre-declared slots on 127.0.0.1 that the deployer

@@ -1,6 +1,6 @@
 """The `local` platform: replicas as host processes, HAProxy and Prometheus as host processes.
 
-This is what `harness run spike.yaml` uses when no Docker engine answers (DESIGN.md,
+This is what `harness run spike.yaml` uses when no Docker engine answers (docs/architecture.md,
 "Strategies"). One `LocalDeployer` runs one strategy kind and emulates its Docker
 counterpart (the rules themselves are pure functions in `local_policy.py`):
 

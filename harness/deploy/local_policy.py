@@ -1,9 +1,10 @@
 """What the local platform does when a replica exits or the replica count changes.
 
-Pure functions of the replica's history and the strategy kind (STYLE.md 1): no processes,
+Pure functions of the replica's history and the strategy kind (docs/architecture.md,
+"Conventions"): no processes,
 no clock reads. `harness/deploy/local.py` observes exits, asks `on_exit`, and acts.
 
-The three kinds emulate their Docker counterparts (DESIGN.md, "Strategies"):
+The three kinds emulate their Docker counterparts (docs/architecture.md, "Strategies"):
 
 - manual: nobody restarts a crashed replica (`docker run` with `restart: no`).
 - compose: Docker's restart policy `always` restarts the *same* container after Docker's

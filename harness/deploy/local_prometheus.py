@@ -8,7 +8,7 @@ that label or by `instance` (`127.0.0.1:PORT`, see `LocalDeployer.instance_of`).
 
 Prometheus' discovery manager hands target changes to the scrape manager at most every
 5 s (a fixed `updatert` in Prometheus 2.x), so a new replica's first series appears
-~4–6 s after it started — the same lag DESIGN.md measured for DNS discovery on Docker.
+~4–6 s after it started — the same lag measured for DNS discovery on Docker.
 The autoscaler treats a replica without a series as the HPA treats a pod without metrics.
 """
 

@@ -22,11 +22,11 @@ from harness.deploy import haproxy
 from harness.deploy.base import DeploySpec, EventSink, ReplicaState
 from harness.deploy.docker_common import (
     APP_ALIAS,
+    NO_HEALTHCHECK,
     STOP_GRACE_S,
     DockerDeployerBase,
     app_env,
     container_ip,
-    healthcheck_spec,
     remove_containers,
 )
 from harness.errors import DeployError
@@ -60,8 +60,7 @@ class ManualDeployer(DockerDeployerBase):
         c = self.client.api.create_container(
             app.image, name=self.name(f"app-{self._seq}"), labels=self.labels("app"),
             environment=app_env(self.spec), detach=True, ports=[app.port],
-            healthcheck=healthcheck_spec(app.port, app.ready_path,
-                                         self.health_interval_s),
+            healthcheck=NO_HEALTHCHECK,  # readiness is probed from outside
             stop_signal="SIGTERM", stop_timeout=STOP_GRACE_S,
             host_config=self.client.api.create_host_config(
                 restart_policy={"Name": "no"}),

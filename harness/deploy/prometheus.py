@@ -61,7 +61,8 @@ class PrometheusError(RuntimeError):
 
 def _get(url: str, timeout_s: float) -> tuple[int, str]:
     u = urlsplit(url)
-    if u.hostname != "127.0.0.1":  # DESIGN.md: the host talks to 127.0.0.1 only
+    # docs/architecture.md, "Network": the host talks to 127.0.0.1 only
+    if u.hostname != "127.0.0.1":
         raise PrometheusError(f"refusing a non-loopback URL {url!r}")
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout_s)
     try:

@@ -1,4 +1,5 @@
-"""Every deployer, registered under (platform, kind) — one registry (STYLE.md 5).
+"""Every deployer, registered under (platform, kind) — one registry (docs/architecture.md,
+"Conventions").
 
 How to add a deployer: write a class that implements `harness.deploy.base.Deployer` (and
 `FaultTarget` if it can kill/pause), give it a factory taking keyword arguments `spec`,
@@ -59,7 +60,7 @@ _LOCAL_OPTIONS = (
 
 # options each Docker deployer takes beyond the common ones (see docker_common)
 _DOCKER_COMMON = ("lb_image", "prometheus_image", "deploy_timeout_s", "workdir_root",
-                  "haproxy_settings", "scrape_interval_s", "health_interval_s")
+                  "haproxy_settings", "scrape_interval_s", "prober_image")
 OPTIONS: dict[tuple[str, str], tuple[str, ...]] = {
     ("docker", "manual"): (*_DOCKER_COMMON, "spare_slots"),
     ("docker", "compose"): (*_DOCKER_COMMON, "compose_file", "command"),

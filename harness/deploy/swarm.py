@@ -34,10 +34,10 @@ from harness.clock import Clock
 from harness.deploy import haproxy
 from harness.deploy.base import MANAGED_LABEL, DeploySpec, EventSink, Replica, ReplicaState
 from harness.deploy.docker_common import (
+    NO_HEALTHCHECK,
     STOP_GRACE_S,
     DockerDeployerBase,
     app_env,
-    healthcheck_spec,
     remove_containers,
 )
 from harness.errors import DeployError, PrerequisiteError
@@ -173,7 +173,7 @@ class SwarmDeployer(DockerDeployerBase):
                                     labels=self.labels("network"), check_duplicate=True)
         self._render_lb(haproxy.DnsServers(f"tasks.{self.service_name}", self.spec.app.port))
         self._create_service()
-        self._start_aux(self.network_name, f"tasks.{self.service_name}")
+        self._start_aux(self.network_name, self.app_dns_name())
 
     def _create_service(self) -> None:
         from docker.types import EndpointSpec, Healthcheck, RestartPolicy, ServiceMode
@@ -185,14 +185,18 @@ class SwarmDeployer(DockerDeployerBase):
             container_labels=self.labels("app"),
             env=[f"{k}={v}" for k, v in app_env(self.spec).items()],
             hostname="{{.Task.ID}}",
-            healthcheck=Healthcheck(**healthcheck_spec(app.port, app.ready_path,
-                                                        self.health_interval_s)),
+            # no health state: a task is in DNS once it runs, HAProxy's checks on the
+            # ready path gate traffic, the prober measures readiness
+            healthcheck=Healthcheck(**NO_HEALTHCHECK),
             stop_grace_period=STOP_GRACE_S * NS, stop_signal="SIGTERM",
             mode=ServiceMode("replicated", replicas=self.spec.replicas),
             endpoint_spec=EndpointSpec(mode="dnsrr"), networks=[self.network_name],
             restart_policy=RestartPolicy(condition="any",
                                          delay=int(self.restart_delay_s * NS),
                                          max_attempts=0))
+
+    def app_dns_name(self) -> str:
+        return f"tasks.{self.service_name}"
 
     def _service(self) -> Any:
         return self.client.services.get(self.service_name)

@@ -1,7 +1,7 @@
 """Every CSV the harness writes, declared once, with units in the column names.
 
 Analysis reads only these files; any two runs with the same SCHEMA_VERSION can be compared.
-The core columns of DESIGN.md come first, in that order; extra columns follow them.
+The core columns (docs/architecture.md, "Results layout") come first, in that order; extra columns follow them.
 """
 
 from __future__ import annotations
@@ -52,6 +52,9 @@ TIMESERIES = KEY + _cols(
     ("loadgen_cpu_pct", "CPU of the load generator processes, percent of one core"),
     ("loadgen_saturated", "1 when the load generator was saturated in that second"),
     ("latency_hist", "that second's latency histogram (harness.record.histogram encoding), for exact window percentiles"),
+    ("host_cpu_pct", "the whole machine's CPU busy share in that second, percent of all cores (/proc/stat); empty in the simulator"),
+    ("host_cpu_pressure_pct", "share of that second in which some runnable task waited for a CPU (/proc/pressure/cpu, PSI 'some'); empty where the kernel has no PSI"),
+    ("host_saturated", "1 when that measured second was saturated (host_cpu_pct ≥ 90 or host_cpu_pressure_pct ≥ 80); a trial is flagged host_saturated after 3 such seconds in a row"),
 )
 
 EVENTS = KEY + _cols(
@@ -118,6 +121,10 @@ SUMMARY_EXTRA = _cols(
     ("elasticity_jitter_per_min", "SPEC RG jitter: (supply − demand adaptations) per minute"),
     ("elasticity_under_replicas", "mean missing replicas (demand − ready, when positive)"),
     ("elasticity_over_replicas", "mean surplus replicas (ready − demand, when positive)"),
+    ("host_cpu_mean_pct", "the machine's mean CPU busy share over the measured window, "
+                          "% of all cores; empty where not measured"),
+    ("host_saturated_s", "measured seconds in which the machine was saturated "
+                         "(timeseries.csv host_saturated); empty where not measured"),
 )
 
 DISTURBANCE_METRICS = _cols(
@@ -171,6 +178,17 @@ def markdown() -> str:
             out += ["| `<metric>_<disturbance>` | per disturbance, for each of: "
                     + ", ".join(f"`{c.name}`" for c in DISTURBANCE_METRICS) + " |"]
         out.append("")
+    out += ["## Host saturation", "",
+            "Every second the harness also measures the machine it runs on "
+            "(harness/record/host.py): `host_cpu_pct` from /proc/stat and, where the "
+            "kernel has PSI, `host_cpu_pressure_pct` from /proc/pressure/cpu. A trial "
+            "with 3 saturated seconds in a row is flagged `host_saturated`: a warning "
+            "naming the machine (hostname, cores) and the time, in the terminal summary "
+            "(column `host sat s`), run.json (per trial `host_saturated`, "
+            "`host_saturated_s`, `host_cpu_mean_pct`, and run-level `host_saturated`), "
+            "report.html (a warning and the Host panel) and `harness compare`. summary.csv "
+            "carries `host_cpu_mean_pct` and `host_saturated_s`. The load generator's own "
+            "`loadgen_saturated` flag is separate: it is about its own process.", ""]
     return "\n".join(out)
 
 

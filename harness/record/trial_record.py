@@ -17,6 +17,8 @@ from typing import Any
 
 from harness.deploy.base import DeployEvent
 from harness.record.histogram import Histogram
+from harness.record.host import HostSecond, SaturationRun
+from harness.record.host import warning as host_warning
 from harness.record.schema import DECISIONS, EVENTS, TIMESERIES
 from harness.record.writer import CsvSink
 
@@ -51,6 +53,10 @@ class TrialResult:
     replicas_min: int = 0
     replicas_max: int = 0
     loadgen_saturated: bool = False
+    # the whole machine (record/host.py): flagged at 3 saturated seconds in a row
+    host_saturated: bool = False
+    host_saturated_s: int = 0
+    host_cpu_mean_pct: float | None = None
     start_to_ready_s: list[float] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -81,7 +87,9 @@ class TrialResult:
 
 
 def timeseries_row(key: dict[str, Any], s: Any, *, desired: int, running: int, ready: int,
-                   metric: float | None, target: float | None) -> dict[str, Any]:
+                   metric: float | None, target: float | None,
+                   host: HostSecond | None = None, host_saturated: bool | None = None,
+                   replicas_cpu_pct: float | None = None) -> dict[str, Any]:
     """One timeseries.csv row from one second of load (a real SecondStats or the
     simulator's), the same on every platform."""
     h = s.histogram
@@ -97,20 +105,27 @@ def timeseries_row(key: dict[str, Any], s: Any, *, desired: int, running: int, r
         "failed_conn_rps": s.failed_by_cause.get("conn", 0),
         "failed_other_rps": s.failed_by_cause.get("other", 0),
         "in_flight": s.in_flight, "autoscaler_metric": metric,
-        "autoscaler_target": target, "replicas_cpu_pct": None,
+        "autoscaler_target": target, "replicas_cpu_pct": replicas_cpu_pct,
         "loadgen_cpu_pct": getattr(s, "loadgen_cpu_pct", 0.0),
         "loadgen_saturated": getattr(s, "saturated", False),
         "latency_hist": h.encode(),
+        # empty where not measured (the simulator has no host of its own)
+        "host_cpu_pct": host.cpu_pct if host is not None else None,
+        "host_cpu_pressure_pct": host.pressure_pct if host is not None else None,
+        "host_saturated": host_saturated,
     }
 
 
 @dataclass(frozen=True)
 class Counts:
-    """Replica counts for one second's row."""
+    """What the platform saw in one second, besides the load: replica counts and, on real
+    platforms, the machine (record/host.py) and the replicas' CPU."""
 
     desired: int
     running: int
     ready: int
+    host: HostSecond | None = None
+    replicas_cpu_pct: float | None = None
 
 
 class TrialRecord:
@@ -131,6 +146,7 @@ class TrialRecord:
         # the autoscaler's latest view, shown in each second's row
         self.metric: float | None = None
         self.target: float | None = None
+        self.host_run = SaturationRun()
 
     @property
     def label(self) -> str:
@@ -196,8 +212,12 @@ class TrialRecord:
 
     def second(self, s: Any, counts: Counts) -> dict[str, Any]:
         """One measured second: its row (written and shown live) and the account."""
+        host, run = counts.host, self.host_run
+        sat = run.feed(s.t_s, host) if host is not None and s.t_s >= 0 else None
         row = timeseries_row(self.key, s, desired=counts.desired, running=counts.running,
-                             ready=counts.ready, metric=self.metric, target=self.target)
+                             ready=counts.ready, metric=self.metric, target=self.target,
+                             host=host, host_saturated=sat,
+                             replicas_cpu_pct=counts.replicas_cpu_pct)
         self.recorder.timeseries.write(row)
         if self.recorder.on_row is not None:
             self.recorder.on_row(row)
@@ -207,6 +227,14 @@ class TrialRecord:
             res.loadgen_saturated = True
             self.warn(f"load generator saturated at t={s.t_s}s; latencies from then on "
                       "are not trustworthy")
+        if host is not None:
+            if run.flagged and not res.host_saturated:
+                res.host_saturated = True
+                text = host_warning(self.label, run)
+                res.warnings.append(text)
+                self._echo(f"WARNING: {text}")
+            res.host_saturated_s = run.saturated_s
+            res.host_cpu_mean_pct = run.mean_cpu_pct
         return row
 
     def decision(self, row: dict[str, Any]) -> None:

@@ -37,7 +37,12 @@
                  color: "#c7d0d9" }] },
     { id: "autoscaler", title: "Autoscaler metric vs target", unit: "",
       series: [{ key: "metric", label: "metric" },
-               { key: "target", label: "target", dash: [6, 4], width: 1.2 }] }
+               { key: "target", label: "target", dash: [6, 4], width: 1.2 }] },
+    // the machine itself (record/host.py): is the host, not the strategy, the limit?
+    { id: "host", title: "Host: CPU busy and CPU pressure", unit: "%",
+      series: [{ key: "host_cpu", label: "CPU busy" },
+               { key: "host_pressure", label: "CPU pressure", dash: [2, 3] }],
+      hline: function () { return { v: 90, label: "saturated ≥ 90 %" }; } }
   ];
   var M = { l: 56, r: 12, t: 14, b: 22 };
   var charts = [];

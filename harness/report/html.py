@@ -80,7 +80,16 @@ def _series_of(ts: pd.DataFrame, capacity: float | None) -> dict[str, list[Any]]
         "ready": _clean(ts["replicas_ready"]), "demand": _clean(demand),
         "metric": _clean(ts["autoscaler_metric"], 4),
         "target": _clean(ts["autoscaler_target"], 4),
+        "host_cpu": _clean(_col(ts, "host_cpu_pct"), 1),
+        "host_pressure": _clean(_col(ts, "host_cpu_pressure_pct"), 1),
     }
+
+
+def _col(ts: pd.DataFrame, name: str) -> pd.Series:
+    """A numeric column, all-NaN in runs recorded before it existed."""
+    if name not in ts:
+        return pd.Series(np.nan, index=ts.index)
+    return pd.to_numeric(ts[name], errors="coerce")
 
 
 def _summary_table(summary: RunSummary, strategies: list[str], colors: dict[str, str],
@@ -176,6 +185,9 @@ def dashboard_data(data: RunData, summary: RunSummary | None = None) -> dict[str
     if data.run.get("loadgen_saturated"):
         warnings.append("the load generator was saturated: sent rates may lag the offered "
                         "rates (see the rate panel)")
+    if data.run.get("host_saturated"):
+        warnings.append("the host machine was saturated in at least one trial (see the Host "
+                        "panel): the machine, not the strategy, may have been the limit")
     if cap_src == "nominal":
         warnings.append("no calibrated capacity: demand uses the nominal WORKERS/SERVICE_MS "
                         "capacity (run `harness calibrate`)")

@@ -2,7 +2,8 @@
 
 Declared once here; dashboards/grafana/dashboards/harness.json queries these names and
 tests/test_dashboards.py checks that every name a panel uses exists here (or in the app /
-HAProxy). The run loop creates them on a registry it owns (STYLE.md 10: no globals) and
+HAProxy). The run loop creates them on a registry it owns (docs/architecture.md, "Conventions": no
+globals) and
 feeds one timeseries row per second with `observe_second`; the exposition is served with
 `prometheus_client.start_http_server(port, addr="127.0.0.1", registry=registry)`.
 

@@ -1,4 +1,5 @@
-"""The scenario, declared once (STYLE.md 6): these pydantic models are the only definition.
+"""The scenario, declared once (docs/architecture.md, "Conventions"): these pydantic models are the
+only definition.
 
 Bounds are deliberate: a typo must not start 10,000 containers or a week-long run.
 `harness validate FILE` prints the resolved model; `scenario_json_schema()` gives the schema.

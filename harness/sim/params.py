@@ -1,6 +1,6 @@
 """The simulator's platform constants: how long Docker, HAProxy and Prometheus take.
 
-Defaults are the figures measured on this project's machines (DESIGN.md "Facts checked",
+Defaults are the figures measured on this project's machines (the figures in docs/architecture.md,
 harness/deploy/haproxy.py, harness/deploy/local_policy.py); each range is drawn uniformly
 per replica life with the trial's seed. Pass a ``SimParams`` to the engine to explore
 other platforms (e.g. a slow image pull: ``container_start_s=(20, 40)``).

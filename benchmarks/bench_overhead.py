@@ -1,0 +1,164 @@
+"""What the harness costs the machine it measures: idle CPU per added replica.
+
+    .venv/bin/python benchmarks/bench_overhead.py [--kinds manual,compose,orchestrated]
+        [--sizes 1,10,30] [--readiness prober,exec] [--settle-s 5] [--measure-s 10]
+
+For each kind and size: deploy that many idle sample-app replicas with the real deployer
+(LB, Prometheus, the readiness prober), wait until all are ready, let it settle, then
+measure CPU over `measure-s` per process group — from the containers' cgroups (replicas,
+HAProxy, Prometheus, prober) and /proc (dockerd, containerd, shims + the runc children
+they reap, docker-proxy) — so other work on a shared machine does not blur the figures.
+Cost per added replica = (all groups at the largest size − at the smallest) / (sizes
+apart). `--readiness exec` measures the readiness the harness used before: plain app
+containers with a Docker HEALTHCHECK exec'ing python inside each replica every second
+(no LB or Prometheus: those are the same either way), for the side-by-side figure
+(docs/architecture.md, "Readiness").
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from harness.clock import RealClock
+from harness.deploy.base import AppSpec, DeploySpec, labels_for
+from harness.deploy.cgroups import container_cpu_ns
+from harness.deploy.cleanup import sweep
+from harness.deploy.docker_common import label_filters, list_containers
+from harness.deploy.registry import create
+from harness.platform import docker_client
+
+DAEMONS = {"dockerd": "docker", "containerd": "docker", "containerd-shim": "docker",
+           "containerd-shim-runc-v2": "docker", "runc": "docker",
+           "docker-proxy": "docker-proxy"}
+TICK = os.sysconf("SC_CLK_TCK")
+APP_ENV = {"WORKERS": "4", "SERVICE_MS": "50", "STARTUP_S": "1"}
+# the exec probe the harness ran inside every replica before the prober (for comparison)
+EXEC_PROBE = ("import socket,sys;s=socket.create_connection(('127.0.0.1',8000),1.0);"
+              "s.sendall(b'GET /readyz HTTP/1.0\\r\\n\\r\\n');r=s.recv(64).split();"
+              "sys.exit(0 if len(r)>1 and r[1]==b'200' else 1)")
+
+
+def daemon_ticks(proc: Path = Path("/proc")) -> dict[str, int]:
+    """CPU ticks of Docker's own processes by group; a shim's reaped children (runc,
+    exec'd probes' runc) are in its cutime/cstime."""
+    out: dict[str, int] = {}
+    for d in proc.iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            raw = (d / "stat").read_text()
+        except OSError:
+            continue
+        comm = raw[raw.index("(") + 1:raw.rindex(")")]
+        group = DAEMONS.get(comm) or ("docker" if comm.startswith("containerd-shim") else None)
+        if group is None:
+            continue
+        f = raw[raw.rindex(")") + 2:].split()
+        ticks = int(f[11]) + int(f[12])  # utime, stime
+        if comm.startswith("containerd-shim"):
+            ticks += int(f[13]) + int(f[14])  # cutime, cstime: the runc it reaped
+        out[group] = out.get(group, 0) + ticks
+    return out
+
+
+def cgroup_ns(client: Any, run_id: str) -> dict[str, int]:
+    """CPU ns of the run's containers, by harness.role (app, lb, prometheus, prober)."""
+    out: dict[str, int] = {}
+    for c in list_containers(client, label_filters(run_id), include_stopped=False):
+        role = (c.labels or {}).get("harness.role", "other")
+        ns = container_cpu_ns(c.id)
+        if ns is not None:
+            out[role] = out.get(role, 0) + ns
+    return out
+
+
+def measure(client: Any, run_id: str, seconds: float) -> dict[str, float]:
+    """Cores used per group over `seconds`."""
+    c0, d0, t0 = cgroup_ns(client, run_id), daemon_ticks(), time.monotonic()
+    time.sleep(seconds)
+    c1, d1, t1 = cgroup_ns(client, run_id), daemon_ticks(), time.monotonic()
+    dt = t1 - t0
+    cores = {k: (c1.get(k, 0) - c0.get(k, 0)) / 1e9 / dt for k in c1}
+    cores.update({k: (d1.get(k, 0) - d0.get(k, 0)) / TICK / dt for k in d1})
+    return {k: round(max(0.0, v), 4) for k, v in cores.items()}
+
+
+def with_prober(client: Any, kind: str, n: int, settle_s: float, measure_s: float
+                ) -> dict[str, float]:
+    run_id = f"bench-{uuid.uuid4().hex[:8]}"
+    spec = DeploySpec(run_id=run_id, trial_id=f"{kind}-{n}",
+                      app=AppSpec(env=APP_ENV), replicas=n)
+    d = create("docker", kind, client=client, spec=spec, on_event=lambda e: None,
+               clock=RealClock(), spare_slots=max(20, n))
+    try:
+        d.deploy()
+        d.wait_ready(n, timeout_s=60 + 6 * n)  # type: ignore[attr-defined]
+        time.sleep(settle_s)
+        return measure(client, run_id, measure_s)
+    finally:
+        d.teardown()
+
+
+def with_exec_probe(client: Any, n: int, settle_s: float, measure_s: float
+                    ) -> dict[str, float]:
+    run_id = f"bench-{uuid.uuid4().hex[:8]}"
+    ns = 1_000_000_000
+    hc = {"test": ["CMD", "python3", "-I", "-S", "-c", EXEC_PROBE], "interval": ns,
+          "timeout": ns, "retries": 1_000_000, "start_period": 0}
+    try:
+        for i in range(n):
+            client.containers.run("harness-app:latest", detach=True, healthcheck=hc,
+                                  environment=APP_ENV, name=f"harness-{run_id}-app-{i}",
+                                  labels={**labels_for(run_id), "harness.role": "app"})
+        deadline = time.monotonic() + 60 + 6 * n
+        while time.monotonic() < deadline:
+            cs = list_containers(client, label_filters(run_id))
+            if sum((c.attrs["State"].get("Health") or {}).get("Status") == "healthy"
+                   for c in cs) >= n:
+                break
+            time.sleep(1)
+        time.sleep(settle_s)
+        return measure(client, run_id, measure_s)
+    finally:
+        sweep(client, run_id, leave_swarm=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--kinds", default="manual,compose,orchestrated")
+    ap.add_argument("--sizes", default="1,10,30")
+    ap.add_argument("--readiness", default="prober")
+    ap.add_argument("--settle-s", type=float, default=5.0)
+    ap.add_argument("--measure-s", type=float, default=10.0)
+    a = ap.parse_args(argv)
+    client = docker_client(timeout_s=120)
+    sizes = sorted(int(s) for s in a.sizes.split(","))
+    for readiness in a.readiness.split(","):
+        kinds = a.kinds.split(",") if readiness == "prober" else ["plain containers"]
+        for kind in kinds:
+            totals = {}
+            for n in sizes:
+                groups = (with_prober(client, kind, n, a.settle_s, a.measure_s)
+                          if readiness == "prober"
+                          else with_exec_probe(client, n, a.settle_s, a.measure_s))
+                totals[n] = sum(groups.values())
+                detail = " ".join(f"{k}={v:.3f}" for k, v in sorted(groups.items()))
+                print(f"{readiness:6} {kind:16} {n:3} replicas: {totals[n]:.3f} cores "
+                      f"({detail})", flush=True)
+            if len(sizes) > 1:
+                per = (totals[sizes[-1]] - totals[sizes[0]]) / (sizes[-1] - sizes[0])
+                print(f"{readiness:6} {kind:16} per added replica: {per:.4f} cores",
+                      flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
