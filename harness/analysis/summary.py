@@ -35,6 +35,7 @@ from harness.analysis.recovery import recovery_time
 from harness.analysis.rundata import RunData, SloSpec, capacity_of, load_run, trial_frames
 from harness.analysis.slo import measured, slo_table, violation_seconds
 from harness.record.schema import SUMMARY_CORE, Column, names
+from harness.record.writer import write_frame_csv
 
 
 def _cols(*pairs: tuple[str, str]) -> tuple[Column, ...]:
@@ -243,9 +244,7 @@ def summarize_run(data: RunData) -> RunSummary:
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_csv(tmp, index=False, float_format="%.10g")
-    tmp.replace(path)
+    write_frame_csv(df, path)  # mkstemp temp + rename, never through a planted link
 
 
 def write_summary(run_dir: str | Path, data: RunData | None = None,

@@ -39,6 +39,8 @@ from harness.analysis.rundata import RunData, capacity_of, load_run, trial_frame
 from harness.analysis.summary import RunSummary, summarize_run, write_summary
 from harness.analysis.thresholds import evaluate_thresholds
 from harness.errors import HarnessError
+from harness.fsutil import atomic_write
+from harness.report.websec import meta_csp
 
 HERE = Path(__file__).parent
 # Grafana's classic palette, red left out: red means "SLO line" and "fault" here.
@@ -218,6 +220,7 @@ def render_html(model: Mapping[str, Any], live: Mapping[str, Any] | None = None)
     return (
         "<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
         "<meta name=viewport content='width=device-width, initial-scale=1'>"
+        f"{meta_csp(js)}"
         f"<title>{title}</title><style>{css}</style></head>"
         "<body data-render-state=loading data-js-errors=0>"
         "<div id=app></div>"
@@ -235,8 +238,4 @@ def write_report(run_dir: str | Path) -> Path:
     summary = summarize_run(data)
     write_summary(run_dir, data, summary=summary)
     page = render_html(dashboard_data(data, summary))
-    out = run_dir / "report.html"
-    tmp = out.with_name(".report.html.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
-    return out
+    return atomic_write(run_dir / "report.html", page)
