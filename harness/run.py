@@ -14,6 +14,7 @@ import resource
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -107,8 +108,11 @@ def check_out_dir(out: Path) -> None:
         p = p.parent
     if not p.is_dir():
         raise UsageError(f"--out {out}: {p} is not a folder")
-    if not os.access(p, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {out}: {p} is not writable")
+    try:  # a real probe: os.access says yes to root on a read-only file system
+        os.rmdir(tempfile.mkdtemp(prefix=".harness-probe-", dir=p))
+    except OSError as e:
+        raise UsageError(f"--out {out}: cannot create folders in {p} ({e.strerror})") \
+            from None
 
 
 def check_run_id(run_id: str) -> None:
@@ -190,6 +194,12 @@ def run_scenario(path: Path, opts: RunOptions) -> int:
         run_one = run_trial_on_sim  # same signature: the queueing model instead of replicas
     echo(f"harness {__version__}: platform {plat.name} ({plat.why})")
     _check_platform_bounds(sc, plat)
+    if plat.name == "sim":
+        for s in sc.strategies:
+            if s.autoscaler is not None and not isinstance(s.autoscaler.metric, str):
+                raise UsageError(f"strategy {s.name!r}: the sim platform models only the "
+                                 "metric presets; a custom PromQL metric needs a real "
+                                 "Prometheus (--platform docker or local)")
     names = [s.name for s in sc.strategies]
     if opts.strategies:
         unknown = [n for n in opts.strategies if n not in names]

@@ -76,8 +76,11 @@ def parse_threshold(text: str, index: int | None = None,
     if strategy is not None and strategies is not None and strategy not in strategies:
         raise ScenarioError(f"unknown strategy {strategy!r} in {text!r}; the scenario has "
                             f"{', '.join(strategies)}", key=key)
+    value = float(m["value"])
+    if not math.isfinite(value):  # '< 1e999' is '< inf': a gate that can never fail
+        raise ScenarioError(f"{m['value']!r} in {text!r} is not a finite number", key=key)
     return Threshold(text=text.strip(), strategy=strategy, metric=metric, op=m["op"],
-                     value=float(m["value"]))
+                     value=value)
 
 
 def parse_thresholds(texts: Sequence[str],

@@ -39,7 +39,8 @@ from harness.analysis.rundata import RunData, capacity_of, load_run, trial_frame
 from harness.analysis.summary import RunSummary, summarize_run, write_summary
 from harness.analysis.thresholds import evaluate_thresholds
 from harness.errors import HarnessError
-from harness.fsutil import atomic_write
+from harness.fsutil import UnsafeFileError, atomic_write, is_regular
+from harness.record.histogram import CorruptHistogram
 from harness.report.websec import meta_csp
 
 HERE = Path(__file__).parent
@@ -232,10 +233,17 @@ def write_report(run_dir: str | Path) -> Path:
     """Write summary.csv (+ disturbances.csv, summary_aggregate.csv) and report.html into
     the run folder; return the report's path."""
     run_dir = Path(run_dir)
+    rj = run_dir / "run.json"
+    if (rj.exists() or rj.is_symlink()) and not is_regular(rj):
+        # a FIFO would hang us and a link could be anything: this is not our run folder
+        raise UnsafeFileError(f"{rj}: not a regular file; not a run folder to report on")
     data = load_run(run_dir)
     if data.timeseries.empty:
         raise HarnessError(f"{run_dir}: no timeseries.csv rows to report on")
-    summary = summarize_run(data)
-    write_summary(run_dir, data, summary=summary)
-    page = render_html(dashboard_data(data, summary))
+    try:
+        summary = summarize_run(data)
+        write_summary(run_dir, data, summary=summary)
+        page = render_html(dashboard_data(data, summary))
+    except CorruptHistogram as e:
+        raise HarnessError(f"{run_dir / 'timeseries.csv'}: {e}") from None
     return atomic_write(run_dir / "report.html", page)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import difflib
+import os
+import re
+import stat
 import types
 import typing
 from dataclasses import dataclass
@@ -111,11 +114,66 @@ def load_scenario(path: str | Path) -> LoadedScenario:
     scenario = validate(located)
     loaded = LoadedScenario(scenario=scenario, path=Path(path).resolve())
     for key, value in (("trace", scenario.load.trace), ("locustfile", scenario.load.locustfile)):
-        if value and not loaded.resolve(value).is_file():
-            raise ScenarioError(f"file {value!r} not found (relative to the scenario's folder)",
-                                file=located.file, line=located.line_of(("load", key)),
-                                key=f"load.{key}")
+        if value:
+            problem = _input_file_problem(loaded.resolve(value))
+            if problem:
+                raise ScenarioError(f"file {value!r} {problem}", file=located.file,
+                                    line=located.line_of(("load", key)), key=f"load.{key}")
+    if scenario.load.trace:
+        from harness.load.profile import Profile, ProfileError
+
+        try:  # read now, so a bad trace is bad input before anything starts
+            Profile.from_csv(loaded.resolve(scenario.load.trace))
+        except ProfileError as e:
+            raise ScenarioError(str(e), file=located.file,
+                                line=located.line_of(("load", "trace")),
+                                key="load.trace") from None
+    _check_thresholds(scenario, located)
+    _check_sim_metrics(scenario, located)
     return loaded
+
+
+def _input_file_problem(p: Path) -> str | None:
+    """Why `p` cannot serve as a trace / locustfile, or None. Never opens it: a FIFO
+    would block, and its content is never echoed."""
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        return "not found (relative to the scenario's folder)"
+    except OSError as e:
+        return f"cannot be read ({e.strerror})"
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file"
+    if not os.access(p, os.R_OK):
+        return "is not readable"
+    return None
+
+
+def _check_thresholds(scenario: Scenario, located: Located) -> None:
+    from harness.analysis.thresholds import parse_thresholds
+
+    try:
+        parse_thresholds(scenario.thresholds, [s.name for s in scenario.strategies])
+    except ScenarioError as e:
+        m = re.search(r"\[(\d+)\]", e.key or "")
+        path: tuple[str | int, ...] = ("thresholds", int(m[1])) if m else ("thresholds",)
+        raise ScenarioError(e.detail, file=located.file, line=located.line_of(path),
+                            key=e.key or "thresholds") from None
+
+
+def _check_sim_metrics(scenario: Scenario, located: Located) -> None:
+    """The sim models only the metric presets: a custom PromQL metric would fail every
+    trial at run time, so on `platform: sim` it is refused here."""
+    if scenario.platform != "sim":
+        return
+    for i, s in enumerate(scenario.strategies):
+        a = s.autoscaler
+        if a is not None and not isinstance(a.metric, str):
+            path = ("strategies", i, "autoscaler", "metric")
+            raise ScenarioError("the sim platform models only the metric presets; a custom "
+                                "PromQL metric needs --platform docker or local",
+                                file=located.file, line=located.line_of(path),
+                                key=f"strategies[{i}].autoscaler.metric")
 
 
 def load_scenario_text(text: str, file: str = "<string>") -> Scenario:
