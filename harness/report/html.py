@@ -241,9 +241,10 @@ def write_report(run_dir: str | Path) -> Path:
     if data.timeseries.empty:
         raise HarnessError(f"{run_dir}: no timeseries.csv rows to report on")
     try:
+        # everything computed before anything is written: a bad cell leaves no half output
         summary = summarize_run(data)
-        write_summary(run_dir, data, summary=summary)
         page = render_html(dashboard_data(data, summary))
     except CorruptHistogram as e:
         raise HarnessError(f"{run_dir / 'timeseries.csv'}: {e}") from None
+    write_summary(run_dir, data, summary=summary)
     return atomic_write(run_dir / "report.html", page)

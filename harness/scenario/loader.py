@@ -78,15 +78,37 @@ def _message(err: dict[str, Any]) -> str:
     return msg
 
 
+def _model_names(cls: type[BaseModel] = BaseModel) -> set[str]:
+    out = set()
+    for sub in cls.__subclasses__():
+        out |= {sub.__name__} | _model_names(sub)
+    return out
+
+
+# pydantic puts the member's class name in the location of an error inside a union
+_MODEL_NAMES = _model_names()
+
+
+def _most_specific(errors: list[Any]) -> Any:
+    """For a union field (a metric preset name or a custom-metric mapping) pydantic reports
+    one error per member; the deepest one says what is wrong inside the value given."""
+    first = errors[0]
+    head = tuple(first.get("loc", ()))[:-1]
+    same_field = [e for e in errors if tuple(e.get("loc", ()))[:len(head)] == head]
+    return max(same_field, key=lambda e: len(e.get("loc", ())))
+
+
 def _scenario_error(e: ValidationError, located: Located) -> ScenarioError:
     errors = e.errors()
-    err = errors[0]
-    loc = tuple(p for p in err.get("loc", ()) if not (isinstance(p, str) and "[" in p))
+    err = _most_specific(errors)
+    loc = tuple(p for p in err.get("loc", ())
+                if not (isinstance(p, str) and ("[" in p or p in _MODEL_NAMES)))
     cause = (err.get("ctx") or {}).get("error")
     if isinstance(cause, At):
         loc = (*loc, *cause.loc)
     # pydantic appends a synthetic "function-after[...]" segment for model validators
-    key = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
+    key = ".".join(f"[{p}]" if isinstance(p, int) else str(p) or '""' for p in loc
+                   ).replace(".[", "[")
     msg = _message(err)
     if err.get("type") == "extra_forbidden" and loc and isinstance(loc[-1], str):
         holder = _model_at(Scenario, loc[:-1])
