@@ -102,6 +102,6 @@ def write_frame_csv(df: pd.DataFrame, path: Path) -> Path:
     neutralised like the sinks' (docs/columns.md)."""
     out = df.copy()
     for c in out.columns:
-        if out[c].dtype == object:
+        if out[c].dtype == object or str(out[c].dtype) in ("str", "string"):
             out[c] = out[c].map(lambda v: neutralise_text(v) if isinstance(v, str) else v)
     return atomic_write(path, out.to_csv(index=False, float_format="%.10g"))
