@@ -331,11 +331,10 @@ def test_a_second_ctrl_c_still_marks_the_run_incomplete(tmp_path: Path) -> None:
             time.sleep(0.2)
         meta = _run_json(tmp_path / "results")
         assert meta["status"] == "running" and meta["pid"] == p.pid
-        # one signal, then the second while the first is still being handled: the run
-        # loop's handler is installed for as long as trials run (50 long repetitions)
-        p.send_signal(signal.SIGINT)
-        time.sleep(0.05)
-        p.send_signal(signal.SIGINT)
+        # two different signals back to back (two SIGINTs could merge into one pending
+        # signal): the second reaches the handler before the first has stopped the trial
+        os.kill(p.pid, signal.SIGINT)
+        os.kill(p.pid, signal.SIGTERM)
         p.wait(timeout=120)
     finally:
         if p.poll() is None:
@@ -430,3 +429,100 @@ def test_a_workdir_root_of_someone_else_is_refused(tmp_path: Path) -> None:
         private_root(tmp_path / "link")
     ours = private_root(tmp_path / "ours")
     assert (ours.stat().st_mode & 0o777) == 0o700 and ours.stat().st_uid == os.getuid()
+
+
+# ── the HAProxy admin socket, in the real container ─────────────────────────────────────
+
+
+def test_the_real_haproxy_admin_socket_is_mode_600(docker_client: object, run_id: str
+                                                   ) -> None:
+    """The docker platform's HAProxy, with the config and folders the deployer makes: the
+    admin socket is 0600 and ours, in a 0700 trial folder under our 0700 root."""
+    import stat as st
+
+    from harness.deploy import haproxy
+    from harness.deploy.base import AppSpec, DeploySpec, labels_for
+    from harness.deploy.docker_common import (
+        WORKDIR_ROOT,
+        default_image,
+        make_workdir,
+        remove_workdirs,
+        write_text,
+    )
+
+    client: object = docker_client
+    spec = DeploySpec(run_id=run_id, trial_id="sock-1", app=AppSpec(), replicas=1)
+    d = make_workdir(spec, "test")
+    container = None
+    try:
+        write_text(d / "haproxy" / "haproxy.cfg",
+                   haproxy.render_config(haproxy.StaticServers(["127.0.0.1:1"])))
+        image = default_image("haproxy", "harness-haproxy:latest")
+        container = client.containers.run(  # type: ignore[attr-defined]
+            image, detach=True, labels=labels_for(run_id, **{"harness.role": "lb"}),
+            volumes={str(d / "haproxy"): {"bind": haproxy.CONFIG_DIR, "mode": "ro"},
+                     str(d / "haproxy-run"): {"bind": haproxy.RUN_DIR, "mode": "rw"}})
+        sock = d / "haproxy-run" / haproxy.SOCKET_NAME
+        deadline = time.monotonic() + 90
+        while not sock.exists():
+            container.reload()
+            assert container.status in ("created", "running"), container.logs()[-2000:]
+            assert time.monotonic() < deadline, container.logs()[-2000:]
+            time.sleep(0.3)
+        s = os.stat(sock)
+        assert st.S_ISSOCK(s.st_mode)
+        assert st.S_IMODE(s.st_mode) == 0o600, oct(s.st_mode)
+        assert (s.st_uid, s.st_gid) == (os.getuid(), os.getgid())
+        assert st.S_IMODE(os.stat(d).st_mode) == 0o700
+        root = os.lstat(WORKDIR_ROOT)
+        assert st.S_IMODE(root.st_mode) == 0o700 and root.st_uid == os.getuid()
+        # and we, its owner, can still drive HAProxy through it
+        assert "Name: HAProxy" in haproxy.RuntimeAPI(sock, timeout_s=10).command("show info")
+    finally:
+        if container is not None:
+            container.remove(force=True)
+        remove_workdirs(run_id)
+
+
+# ── the harness's swarm: which ports it opens ───────────────────────────────────────────
+
+
+def _listening(proto: str, port: int) -> list[str]:
+    """Local addresses listening on `port` (`ss`, iproute2), e.g. ["127.0.0.1:2377"]."""
+    out = subprocess.run(["ss", "-H", "-ln", f"-{proto}"], capture_output=True, text=True,
+                         timeout=30, check=True).stdout
+    addrs = [line.split()[3] for line in out.splitlines() if len(line.split()) > 4]
+    return [a for a in addrs if a.rsplit(":", 1)[-1] == str(port)]
+
+
+def _wait_for(pred: object, timeout_s: float = 60) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():  # type: ignore[operator]
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def test_swarm_ports_while_the_harness_swarm_exists(docker_client: object, run_id: str
+                                                    ) -> None:
+    """What README.md and harness/deploy/DOCKER.md state: the swarm's control ports
+    (TCP 2377, 7946) stay on 127.0.0.1, Docker's VXLAN data port UDP 4789 listens on all
+    addresses while the swarm exists, and it is gone once the harness leaves the swarm."""
+    from harness.deploy.swarm import ensure_swarm, leave_swarm_if_ours
+
+    client: object = docker_client
+    state = (client.info().get("Swarm") or {}).get("LocalNodeState")  # type: ignore[attr-defined]
+    assert state == "inactive", f"a swarm exists already ({state}); this test makes its own"
+    assert not _listening("u", 4789)
+    assert ensure_swarm(client, run_id)
+    try:
+        assert _wait_for(lambda: _listening("u", 4789)), "no VXLAN port while in a swarm"
+        vxlan = _listening("u", 4789)
+        assert any(a.split(":")[0] in ("0.0.0.0", "*", "[::]") for a in vxlan), vxlan
+        control = _listening("t", 2377) + _listening("t", 7946)
+        assert control and all(a.startswith("127.0.0.1:") for a in control), control
+    finally:
+        left = leave_swarm_if_ours(client)
+    assert left
+    assert _wait_for(lambda: not _listening("u", 4789)), "UDP 4789 still open after leave"
