@@ -7,18 +7,67 @@ Docker objects carry `harness.managed=true` / `harness.run=<id>` labels; host pr
 from __future__ import annotations
 
 import threading
+from typing import Any
 
-from harness.deploy.local_procs import sweep_processes
+from harness import runlock
+from harness.deploy.local_procs import labelled_processes, sweep_processes
 
 
-def sweep_everything(run_id: str | None = None, docker_timeout_s: float = 60.0) -> list[str]:
+def sweep_everything(run_id: str | None = None, docker_timeout_s: float = 60.0, *,
+                     include_live: bool = True) -> list[str]:
+    """Kill and remove everything labelled (of `run_id` when given). Without a run id and
+    with `include_live` False (`harness clean` without `--all`), runs still in progress
+    (their `harness run` holds its lock, harness.runlock) are left alone."""
+    if run_id is None and not include_live:
+        live = runlock.live_run_ids()
+        if live:
+            return _sweep_dead_runs(live, docker_timeout_s)
+    return _sweep(run_id, docker_timeout_s)
+
+
+def _sweep_dead_runs(live: set[str], docker_timeout_s: float) -> list[str]:
+    lines = [f"skipped run {rid}: still in progress (harness clean --all removes it too)"
+             for rid in sorted(live)]
+    rids = {rid for _pid, rid in labelled_processes(None)}
+    try:
+        rids |= _docker_run_ids()
+    except Exception as e:
+        lines.append(f"docker: not listed ({type(e).__name__}: {e})")
+    # a process or object without a run id cannot be told apart from a live run's: kept
+    for rid in sorted(rids - live - {""}):
+        lines += _sweep(rid, docker_timeout_s, leave_swarm=False)
+    return lines
+
+
+def _docker_run_ids() -> set[str]:
+    import contextlib
+
+    import docker.errors
+
+    from harness.deploy.base import MANAGED_LABEL, RUN_LABEL
+    from harness.deploy.docker_common import list_containers
+    from harness.platform import docker_client
+
+    client = docker_client()
+    f = {"label": [f"{MANAGED_LABEL}=true"]}
+    labels: list[dict[str, Any]] = [c.labels for c in list_containers(client, f)]
+    with contextlib.suppress(docker.errors.APIError):  # not a swarm manager: no services
+        labels += [(s.attrs.get("Spec") or {}).get("Labels") or {}
+                   for s in client.services.list(filters=f)]
+    labels += [o.attrs.get("Labels") or {}
+               for o in client.networks.list(filters=f) + client.volumes.list(filters=f)]
+    return {str(lab[RUN_LABEL]) for lab in labels if RUN_LABEL in lab}
+
+
+def _sweep(run_id: str | None, docker_timeout_s: float, leave_swarm: bool = True
+           ) -> list[str]:
     lines = sweep_processes(run_id)
     result: list[str] = []
 
     def docker_part() -> None:
         try:
             from harness.deploy.cleanup import sweep_all
-            result.extend(sweep_all(run_id))
+            result.extend(sweep_all(run_id, leave_swarm=leave_swarm))
         except Exception as e:  # no engine: the processes were all there was to sweep
             result.append(f"docker: not swept ({type(e).__name__}: {e})")
 

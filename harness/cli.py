@@ -169,12 +169,15 @@ def calibrate(scenario: Path, platform: str | None) -> None:
 
 @cli.command()
 @click.option("--run", "run_id", default=None, help="Only objects of this run id.")
-def clean(run_id: str | None) -> None:
+@click.option("--all", "include_live", is_flag=True,
+              help="Also runs still in progress (skipped by default).")
+def clean(run_id: str | None, include_live: bool) -> None:
     """Remove every Docker object (and local process) labelled harness.managed=true —
-    leftovers of a run that was killed with SIGKILL."""
+    leftovers of a run that was killed with SIGKILL. Runs still in progress are skipped
+    unless --all is given."""
     from harness.cleanup import sweep_everything
 
-    lines = sweep_everything(run_id)
+    lines = sweep_everything(run_id, include_live=include_live)
     for line in lines:
         click.echo(line)
     if not lines:

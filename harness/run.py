@@ -15,6 +15,7 @@ import resource
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,10 +23,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from harness import __version__
+from harness import __version__, runlock
 from harness.bounds import REAL_PLATFORM_MAX_REPLICAS
 from harness.clock import RealClock
 from harness.errors import GateFailed, HarnessError, UsageError
+from harness.fsutil import RUN_ID_RE
 from harness.platform import Platform, resolve
 from harness.record.schema import SCHEMA_VERSION
 from harness.record.writer import write_json_atomic
@@ -78,23 +80,48 @@ class Stopper:
         return self.event.is_set()
 
 
-def _serve_metrics(port: int | None, meta: dict[str, Any],
-                   echo: Callable[[str], None]) -> Callable[[dict[str, Any]], None] | None:
+def _serve_metrics(port: int | None) -> tuple[Callable[[dict[str, Any]], None] | None,
+                                               str | None]:
     """The load generator's per-second figures as Prometheus gauges on 127.0.0.1:port, for
-    live viewing in Grafana (dashboards/); off unless a port is given."""
+    live viewing in Grafana (dashboards/); off unless a port is given. Bound before the run
+    folder exists, so a busy port is bad input (exit 2) and leaves nothing behind."""
     if port is None:
-        return None
+        return None, None
     from prometheus_client import CollectorRegistry, start_http_server
 
     from harness.report.loadgen_metrics import make_loadgen_metrics
 
     registry = CollectorRegistry()
     metrics = make_loadgen_metrics(registry)
-    server, _thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    try:
+        server, _thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    except OSError as e:
+        raise UsageError(f"--metrics-port {port}: cannot listen on 127.0.0.1:{port} "
+                         f"({e.strerror})") from None
     bound = server.server_address[1]
-    meta["metrics_url"] = f"http://127.0.0.1:{bound}/metrics"
-    echo(f"harness metrics: {meta['metrics_url']}")
-    return metrics.observe_second
+    return metrics.observe_second, f"http://127.0.0.1:{bound}/metrics"
+
+
+def check_out_dir(out: Path) -> None:
+    """`--out` (or the scenario's `output`) must be a folder we can create and write in,
+    checked before anything is created: the nearest existing ancestor decides."""
+    p = out.absolute()
+    while not p.exists() and not p.is_symlink() and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        raise UsageError(f"--out {out}: {p} is not a folder")
+    try:  # a real probe: os.access says yes to root on a read-only file system
+        os.rmdir(tempfile.mkdtemp(prefix=".harness-probe-", dir=p))
+    except OSError as e:
+        raise UsageError(f"--out {out}: cannot create folders in {p} ({e.strerror})") \
+            from None
+
+
+def check_run_id(run_id: str) -> None:
+    if not RUN_ID_RE.match(run_id):
+        shown = run_id if len(run_id) <= 40 else run_id[:40] + "…"
+        raise UsageError(f"--run-id {shown!r}: 1-128 ASCII letters, digits, '-', '_' and "
+                         "'.', starting with a letter or digit")
 
 
 def new_run_id(name: str, now: dt.datetime) -> str:
@@ -176,6 +203,12 @@ def run_scenario(path: Path, opts: RunOptions) -> int:
     plat = resolve(opts.platform or sc.platform)
     echo(f"harness {__version__}: platform {plat.name} ({plat.why})")
     _check_platform_bounds(sc, plat)
+    if plat.name == "sim":
+        for s in sc.strategies:
+            if s.autoscaler is not None and not isinstance(s.autoscaler.metric, str):
+                raise UsageError(f"strategy {s.name!r}: the sim platform models only the "
+                                 "metric presets; a custom PromQL metric needs a real "
+                                 "Prometheus (--platform docker or local)")
     names = [s.name for s in sc.strategies]
     if opts.strategies:
         unknown = [n for n in opts.strategies if n not in names]
@@ -184,16 +217,34 @@ def run_scenario(path: Path, opts: RunOptions) -> int:
         names = [n for n in names if n in opts.strategies]
     repetitions = opts.repetitions or sc.repetitions
     run_id = opts.run_id or new_run_id(sc.name, dt.datetime.now())
-    if not all(c.isalnum() or c in "-_." for c in run_id) or run_id.startswith("."):
-        raise UsageError(f"--run-id {run_id!r}: letters, digits, '-', '_' and '.' only")
+    check_run_id(run_id)
     out = opts.out or Path(sc.output)
+    check_out_dir(out)
     run_dir = out / run_id
-    if run_dir.exists():
+    if run_dir.exists() or run_dir.is_symlink():
         raise UsageError(f"{run_dir} exists already; results are never overwritten")
     if plat.name == "docker":
         from harness.deploy.images import ensure_images
         ensure_images(plat.docker)
-    run_dir.mkdir(parents=True)
+    on_row, metrics_url = _serve_metrics(opts.metrics_port)
+    try:
+        lock_fd = runlock.hold(run_id)
+    except BlockingIOError:
+        raise UsageError(f"--run-id {run_id}: a run with this id is in progress") from None
+    try:
+        run_dir.mkdir(parents=True)
+        return _run(loaded, path, opts, plat, names, repetitions, run_id, run_dir,
+                    on_row, metrics_url)
+    finally:
+        runlock.release(lock_fd, run_id)
+
+
+def _run(loaded: LoadedScenario, path: Path, opts: RunOptions, plat: Platform,
+         names: list[str], repetitions: int,
+         run_id: str, run_dir: Path, on_row: Callable[[dict[str, Any]], None] | None,
+         metrics_url: str | None) -> int:
+    sc = loaded.scenario
+    echo = opts.echo
 
     resolved = sc.model_dump(mode="json")
     if resolved.get("calibration") is None:
@@ -207,18 +258,30 @@ def run_scenario(path: Path, opts: RunOptions) -> int:
         "host": _host(), "started": dt.datetime.now(dt.UTC).isoformat(), "ended": None,
         "warnings": [], "loadgen_saturated": False, "host_saturated": False,
         "trials": [],
+        # who writes this run: a `running` run.json whose pid is gone was killed
+        "pid": os.getpid(),
     }
+    if metrics_url:
+        meta["metrics_url"] = metrics_url
+        echo(f"harness metrics: {metrics_url}")
     write_json_atomic(run_dir / "run.json", meta)
     echo(f"run {run_id} → {run_dir}")
 
     def sweep_now() -> None:
+        # run.json first: the sweep may hang on dockerd and the user may SIGKILL us then
+        try:
+            meta.update(status="incomplete", ended=dt.datetime.now(dt.UTC).isoformat(),
+                        interrupted_by=stopper.signal_name or "SIGINT")
+            write_json_atomic(run_dir / "run.json", meta)
+        except Exception:  # nothing may keep the second Ctrl-C from exiting
+            pass
         from harness.cleanup import sweep_everything
 
         sweep_everything(run_id, docker_timeout_s=4)
 
     stopper = Stopper(sweep_now)
     stopper.install()
-    recorder = Recorder(run_dir, run_id, on_row=_serve_metrics(opts.metrics_port, meta, echo))
+    recorder = Recorder(run_dir, run_id, on_row=on_row)
     usage0 = resource.getrusage(resource.RUSAGE_SELF)
     wall0 = RealClock().now()
     results: list[TrialResult] = []
@@ -240,6 +303,8 @@ def run_scenario(path: Path, opts: RunOptions) -> int:
                 write_json_atomic(run_dir / "run.json", meta)
         if stopper.stopped:
             status = "incomplete"
+        elif results and not any(r.status == "complete" for r in results):
+            status = "failed"  # nothing was measured to the end: not a complete run
     except HarnessError:
         status = "failed"
         raise

@@ -280,3 +280,18 @@ def test_compose_file_with_observability_profile_is_valid() -> None:
                        cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert "grafana" in r.stdout.split()
+
+
+def test_grafana_has_no_default_admin_login() -> None:
+    """Grafana's image creates admin/admin unless told otherwise: anyone on the machine
+    could then log in and change dashboards or data sources. Checked in the config only
+    (there is no Grafana image here); the keys are Grafana's documented settings."""
+    doc = yaml.safe_load((Path(__file__).resolve().parent.parent / "docker-compose.yml")
+                         .read_text())
+    env = doc["services"]["grafana"]["environment"]
+    assert env["GF_SECURITY_DISABLE_INITIAL_ADMIN_CREATION"] == "true"
+    assert env["GF_AUTH_DISABLE_LOGIN_FORM"] == "true"
+    assert env["GF_AUTH_BASIC_ENABLED"] == "false"
+    assert env["GF_USERS_ALLOW_SIGN_UP"] == "false"
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in env
+    assert env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"  # read-only is all there is

@@ -18,7 +18,7 @@ import pytest
 from harness.clock import RealClock
 from harness.deploy.base import AppSpec, DeploySpec
 from harness.deploy.cleanup import leftovers, sweep
-from harness.deploy.docker_common import DockerDeployerBase
+from harness.deploy.docker_common import WORKDIR_ROOT, DockerDeployerBase
 from harness.deploy.registry import create
 from harness.errors import DeployError
 from tests.test_deploy_docker import APP_ENV, need_images
@@ -154,7 +154,7 @@ def test_sigkill_then_harness_clean(docker_client: Any, new_run_id: Any) -> None
         assert leftovers(docker_client, run_id) == []
         assert leftovers(docker_client, other) == [f"network harness-{other}"]
         assert not any(run_id in p.read_text() for p in
-                       Path("/tmp/harness-deploy").glob("*/owner.json"))
+                       WORKDIR_ROOT.glob("*/owner.json"))
     finally:
         if demo.proc.poll() is None:
             demo.proc.kill()

@@ -135,10 +135,8 @@ def test_run_serves_loadgen_metrics_on_loopback() -> None:
 
     from harness.run import _serve_metrics
 
-    meta: dict[str, object] = {}
-    hook = _serve_metrics(0, meta, echo=lambda s: None)
-    assert hook is not None
-    url = str(meta["metrics_url"])
+    hook, url = _serve_metrics(0)
+    assert hook is not None and url is not None
     assert url.startswith("http://127.0.0.1:")
     hook({"strategy": "auto", "trial": 1, "t_s": 3, "offered_rps": 600, "ok_rps": 512,
           "p95_ms": 180.5, "replicas_ready": 4})

@@ -34,6 +34,9 @@ from harness.analysis.rundata import load_run
 from harness.analysis.summary import summarize_run
 from harness.analysis.thresholds import GateResult, evaluate_thresholds
 from harness.errors import GateFailed, UsageError
+from harness.fsutil import atomic_write
+from harness.record.writer import write_frame_csv
+from harness.report.websec import meta_csp
 
 # metric → (label, unit, better: "lower" | "higher" | None)
 METRICS: dict[str, tuple[str, str, str | None]] = {
@@ -304,7 +307,8 @@ def render_html(res: CompareResult) -> str:
     gates = "".join(
         f"<li class={'fail' if line.startswith('✗') else 'pass'}>{e(line)}</li>"
         for line in res.gate_lines)
-    return (f"<!doctype html><html><head><meta charset=utf-8><title>harness compare</title>"
+    return (f"<!doctype html><html><head><meta charset=utf-8>{meta_csp()}"
+            f"<title>harness compare</title>"
             f"<style>{HTML_STYLE}</style></head><body><h1>harness compare</h1>"
             + "".join(f"<p class=fail>⚠ {e(n)}</p>" for n in res.notes)
             + f"<table><thead><tr><th>metric</th>{head}</tr></thead><tbody>{''.join(body)}"
@@ -395,9 +399,8 @@ def compare(run_dirs: Sequence[str | Path], out_dir: str | Path | None = None,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     res.csv_path = out / "comparison.csv"
-    table.to_csv(res.csv_path, index=False, float_format="%.10g")
-    res.html_path = out / "comparison.html"
-    res.html_path.write_text(render_html(res), encoding="utf-8")
+    write_frame_csv(table, res.csv_path)
+    res.html_path = atomic_write(out / "comparison.html", render_html(res))
     res.text = render_terminal(res)
     if echo is not None:
         echo(res.text.rstrip("\n"))

@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 from pydantic import ValidationError
 
+from harness.fsutil import UnsafeFileError, read_regular_text
 from harness.record.schema import DECISIONS, EVENTS, TIMESERIES, Column, names
 from harness.scenario.models import Slo
 
@@ -136,9 +137,12 @@ def read_csv_tolerant(path: Path, columns: tuple[Column, ...]) -> pd.DataFrame:
     every schema column being there.
     """
     cols = names(columns)
-    if not path.exists():
+    try:
+        # regular files only, never blocking: a link or FIFO planted under a result
+        # file's name reads as missing (harness.fsutil)
+        text = read_regular_text(path)
+    except (FileNotFoundError, UnsafeFileError):
         return _empty(cols)
-    text = path.read_text(encoding="utf-8", errors="replace")
     if text and not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]  # drop a half-written last row
     if not text.strip():
@@ -167,14 +171,19 @@ def load_run(path: str | Path) -> RunData:
     p = Path(path)
     warnings: list[str] = []
     run: dict[str, Any] = {}
-    rj = p / "run.json"
-    if rj.exists():
-        try:
-            run = json.loads(rj.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            warnings.append(f"run.json unreadable ({e}); analysing the CSVs alone")
-    else:
+    try:
+        run = json.loads(read_regular_text(p / "run.json"))
+        if not isinstance(run, dict):
+            raise ValueError("not an object")
+    except FileNotFoundError:
+        run = {}
         warnings.append("run.json missing; SLO defaults assumed")
+    except UnsafeFileError:
+        run = {}
+        warnings.append("run.json is not a regular file; ignored")
+    except ValueError as e:  # JSONDecodeError is a ValueError
+        run = {}
+        warnings.append(f"run.json unreadable ({e}); analysing the CSVs alone")
     ts = read_csv_tolerant(p / "timeseries.csv", TIMESERIES)
     ev = read_csv_tolerant(p / "events.csv", EVENTS)
     dec = read_csv_tolerant(p / "decisions.csv", DECISIONS)

@@ -40,6 +40,7 @@ from harness.record.schema import (
     names,
     summary_columns,
 )
+from harness.record.writer import write_frame_csv
 
 
 def disturbance_column(metric: str, disturbance: str) -> str:
@@ -202,9 +203,7 @@ def summarize_run(data: RunData) -> RunSummary:
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_csv(tmp, index=False, float_format="%.10g")
-    tmp.replace(path)
+    write_frame_csv(df, path)  # mkstemp temp + rename, never through a planted link
 
 
 def write_summary(run_dir: str | Path, data: RunData | None = None,

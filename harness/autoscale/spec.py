@@ -34,7 +34,8 @@ MetricPreset = Literal["cpu", "latency_p95_ms", "rps", "utilization"]  # = metri
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN/inf pass every bound check (NaN compares false): refused like in the scenario
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # --- metric -------------------------------------------------------------------------------

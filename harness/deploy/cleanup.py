@@ -102,12 +102,12 @@ def sweep(client: Any, run_id: str | None, *, trial_id: str | None = None,
     return done
 
 
-def sweep_all(run_id: str | None = None) -> Iterator[str]:
+def sweep_all(run_id: str | None = None, leave_swarm: bool = True) -> Iterator[str]:
     """`harness clean`: sweep with a client from the environment, one line per object."""
     from harness.platform import docker_client
 
     client = docker_client()
-    lines = sweep(client, run_id)
+    lines = sweep(client, run_id, leave_swarm=leave_swarm)
     yield from lines
     left = leftovers(client, run_id)
     if left:

@@ -8,7 +8,7 @@ Docker's 100 ms…1 min back-off). HAProxy finds replicas through Docker's embed
 (`server-template` + `resolvers`), Prometheus through `dns_sd_configs` on the name `app`.
 
 The generated configs (haproxy.cfg, prometheus.yml, app.env) live in a per-trial
-directory under /tmp/harness-deploy that the compose file bind-mounts (HARNESS_CONFIG_DIR);
+directory under /tmp/harness-deploy-<uid> that the compose file bind-mounts (HARNESS_CONFIG_DIR);
 everything else the file needs comes in as HARNESS_* environment variables.
 """
 

@@ -29,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import threading
 import time
 import urllib.error
@@ -60,6 +61,7 @@ from harness.deploy.readiness import (
 )
 from harness.errors import DeployError, PrerequisiteError
 from harness.faults import docker_faults
+from harness.fsutil import atomic_write, private_root
 
 TRIAL_LABEL = "harness.trial"
 ROLE_LABEL = "harness.role"  # app | lb | prometheus | prober
@@ -70,7 +72,9 @@ LB_IMAGE = "harness-haproxy:latest"
 PROMETHEUS_IMAGE = "harness-prometheus:latest"
 PROBER_IMAGE = "harness-base:bookworm"
 
-WORKDIR_ROOT = Path("/tmp/harness-deploy")  # per-trial config dirs (bind-mounted)
+# per-trial config dirs (bind-mounted) and run locks: one private (0700) root per user,
+# so no other local user can read the configs or reach the HAProxy admin socket
+WORKDIR_ROOT = Path(f"/tmp/harness-deploy-{os.getuid()}")
 OWNER_FILE = "owner.json"
 
 STOP_GRACE_S = 2  # "the app container must stop promptly"
@@ -208,18 +212,22 @@ def http_answers(url: str, timeout_s: float = 2.0) -> bool:
 
 def make_workdir(spec: DeploySpec, kind: str, root: Path = WORKDIR_ROOT) -> Path:
     """root/<short name>: short because the admin socket path must fit in 108 bytes."""
-    root.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha1(f"{spec.run_id}/{spec.trial_id}/{os.getpid()}/{time.time()}"
-                          .encode()).hexdigest()[:8]
-    d = root / f"{safe_name(spec.trial_id, max_len=20)}-{digest}"
-    d.mkdir(mode=0o755)
-    (d / OWNER_FILE).write_text(json.dumps({"run_id": spec.run_id, "trial_id": spec.trial_id,
-                                            "kind": kind, "pid": os.getpid()}))
+    # refused when a link or someone else's: a root planted in /tmp before us would let
+    # its owner read the configs and swap the socket
+    private_root(root)
+    d = Path(tempfile.mkdtemp(prefix=f"{safe_name(spec.trial_id, max_len=20)}-", dir=root))
+    atomic_write(d / OWNER_FILE, json.dumps({"run_id": spec.run_id, "trial_id": spec.trial_id,
+                                             "kind": kind, "pid": os.getpid()}))
     for sub in ("haproxy", "prometheus"):
+        # inside the container only the mount point's own mode counts: 0755 lets an
+        # image's non-root user read its config, while the 0700 ancestors keep host users out
         (d / sub).mkdir(mode=0o755)
+        os.chmod(d / sub, 0o755)
     run = d / "haproxy-run"
     run.mkdir()
-    run.chmod(0o777)  # whatever user HAProxy runs as creates its socket here
+    # whatever user HAProxy runs as creates its socket here (write+search, no listing);
+    # the socket itself is mode 600 owned by our uid (haproxy.render_config)
+    os.chmod(run, 0o733)
     return d
 
 
@@ -243,8 +251,7 @@ def remove_workdirs(run_id: str | None, root: Path = WORKDIR_ROOT,
 
 
 def write_text(path: Path, text: str) -> None:
-    path.write_text(text)
-    path.chmod(0o644)
+    atomic_write(path, text, mode=0o644)
 
 
 def default_image(role: str, fallback: str) -> str:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import socket
 import time
 from collections.abc import Sequence
@@ -185,13 +186,17 @@ def _docker_server_lines(servers: StaticServers | DnsServers) -> str:
     return "".join(lines)
 
 
-def render_config(servers: StaticServers | DnsServers, s: HAProxySettings | None = None) -> str:
-    """haproxy.cfg text of the docker platform (pure; tests run `haproxy -c` on it)."""
+def render_config(servers: StaticServers | DnsServers, s: HAProxySettings | None = None,
+                  socket_owner: tuple[int, int] | None = None) -> str:
+    """haproxy.cfg text of the docker platform (tests run `haproxy -c` on it).
+    `socket_owner`: (uid, gid) that owns the admin socket (default: ours); mode 600, so
+    only the harness's user can drive HAProxy through it."""
     s = s or HAProxySettings()
+    uid, gid = socket_owner if socket_owner is not None else (os.getuid(), os.getgid())
     resolvers = _resolvers_section(s) if isinstance(servers, DnsServers) else ""
     return f"""\
 # written by harness (docker platform)
-{global_section(s, f"{RUN_DIR}/{SOCKET_NAME} mode 666 level admin")}
+{global_section(s, f"{RUN_DIR}/{SOCKET_NAME} mode 600 uid {uid} gid {gid} level admin")}
 {defaults_section(s)}{resolvers}
 frontend lb
     bind :{LB_PORT}

@@ -15,11 +15,12 @@ The autoscaler treats a replica without a series as the HPA treats a pod without
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
+
+from harness.fsutil import atomic_write
 
 APP_JOB = "app"
 LB_JOB = "haproxy"
@@ -52,9 +53,7 @@ def targets_document(ports_by_replica: Mapping[str, int]) -> list[dict[str, obje
 
 def write_targets(path: Path, ports_by_replica: Mapping[str, int]) -> None:
     """Replace the targets file atomically (a half-written file would drop every target)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(targets_document(ports_by_replica), indent=1))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(targets_document(ports_by_replica), indent=1))
 
 
 def command(binary: str, *, config_file: Path, storage_dir: Path, port: int) -> list[str]:

@@ -20,12 +20,15 @@ from __future__ import annotations
 import bisect
 import csv
 import math
+import os
 import random
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 MAX_TRACE_ROWS = 200_000
+MAX_TRACE_BYTES = 16 * 1024 * 1024
 
 
 class ProfileError(ValueError):
@@ -118,9 +121,19 @@ class Profile:
         model); rows sorted by time; values are interpolated linearly between rows."""
         p = Path(path)
         try:
+            st = os.stat(p)
+            if not stat.S_ISREG(st.st_mode):  # a FIFO would block, a device never end
+                raise ProfileError(f"{p}: not a regular file")
+            if st.st_size > MAX_TRACE_BYTES:
+                raise ProfileError(f"{p}: {st.st_size} bytes, over the limit of "
+                                   f"{MAX_TRACE_BYTES}")
             text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ProfileError(f"{p}: not a UTF-8 text file") from None
         except OSError as e:
             raise ProfileError(f"{p}: cannot read the trace: {e.strerror or e}") from e
+        # Errors below never quote the file's content: the path could name any file the
+        # user can read (a secret), and an error line ends up in terminals and CI logs.
         rows = list(csv.reader(line for line in text.splitlines()
                                if line.strip() and not line.lstrip().startswith("#")))
         if not rows:
@@ -128,10 +141,10 @@ class Profile:
         header = [h.strip().lower() for h in rows[0]]
         if "t_s" not in header:
             raise ProfileError(f"{p}:1: header must name the columns 't_s' and 'rps' "
-                               f"(got {','.join(rows[0])})")
+                               f"(got {len(rows[0])} columns, none named t_s)")
         value_col = next((c for c in ("rps", "users", "value") if c in header), None)
         if value_col is None:
-            raise ProfileError(f"{p}:1: header has no 'rps' column (got {','.join(rows[0])})")
+            raise ProfileError(f"{p}:1: header has no 'rps' (or 'users') column")
         it, iv = header.index("t_s"), header.index(value_col)
         if len(rows) - 1 > MAX_TRACE_ROWS:
             raise ProfileError(f"{p}: {len(rows) - 1} rows, over the limit of {MAX_TRACE_ROWS}")
@@ -142,7 +155,7 @@ class Profile:
             try:
                 t, v = float(row[it]), float(row[iv])
             except ValueError:
-                raise ProfileError(f"{p}:{n}: not a number in {','.join(row)!r}") from None
+                raise ProfileError(f"{p}:{n}: t_s or {value_col} is not a number") from None
             if not (math.isfinite(t) and math.isfinite(v)):
                 raise ProfileError(f"{p}:{n}: values must be finite")
             if v < 0:

@@ -33,6 +33,10 @@ def bucket_value_ms(index: int) -> float:
     return 2.0 * GAMMA**index / (GAMMA + 1.0) / 1000.0
 
 
+class CorruptHistogram(ValueError):
+    """A stored histogram cell that does not decode; names no content (docs/columns.md)."""
+
+
 class Histogram:
     __slots__ = ("counts", "max_ms", "total")
 
@@ -82,13 +86,21 @@ class Histogram:
         h = cls()
         if not isinstance(text, str) or not text:
             return h
-        max_part, _, body = text.partition("|")
-        h.max_ms = float(max_part)
-        for pair in body.split(","):
-            i, _, c = pair.partition(":")
-            n = int(c)
-            h.counts[int(i)] = h.counts.get(int(i), 0) + n
-            h.total += n
+        try:
+            max_part, _, body = text.partition("|")
+            h.max_ms = float(max_part)
+            for pair in body.split(","):
+                i, _, c = pair.partition(":")
+                n = int(c)
+                if n < 0:
+                    raise ValueError
+                h.counts[int(i)] = h.counts.get(int(i), 0) + n
+                h.total += n
+        except ValueError:
+            raise CorruptHistogram("a latency_hist cell is not '<max_ms>|<bucket>:<count>,…' "
+                                   "(a damaged or hand-edited timeseries.csv)") from None
+        if not math.isfinite(h.max_ms) or h.max_ms < 0:
+            raise CorruptHistogram("a latency_hist cell has a non-finite or negative maximum")
         return h
 
     def to_dict(self) -> dict[str, object]:

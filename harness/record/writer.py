@@ -10,13 +10,20 @@ import csv
 import json
 import math
 import os
-import tempfile
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
+from harness.fsutil import atomic_write, open_append
 from harness.record.schema import Column, names
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# A spreadsheet runs a cell that starts with one of these as a formula; free text (an error
+# message echoed from a replica, a fault's detail) gets a leading ' (docs/columns.md).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 class CsvSink:
@@ -26,8 +33,9 @@ class CsvSink:
         self.path = path
         self.columns = names(columns)
         self._lock = threading.Lock()
-        new = not path.exists() or path.stat().st_size == 0
-        self._fh: TextIO | None = path.open("a", newline="", encoding="utf-8")
+        # O_NOFOLLOW, regular files only: a link planted in the run folder is refused
+        self._fh: TextIO | None = open_append(path)
+        new = self._fh.tell() == 0
         self._writer = csv.DictWriter(self._fh, fieldnames=self.columns, extrasaction="raise")
         if new:
             self._writer.writeheader()
@@ -63,20 +71,37 @@ def _cell(value: Any) -> Any:
         if math.isnan(value):
             return ""
         return round(value, 3)
+    if isinstance(value, str):
+        return neutralise_text(value)
     return value
 
 
-def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    """temp file + fsync + rename: readers see the old or the new file, never half."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+def neutralise_text(value: str) -> str:
+    """A text cell a spreadsheet will not run as a formula. Numbers written as text (a
+    negative figure like "-3") are left alone: they are data, not formulas."""
+    if value.startswith(_FORMULA_START) and not _is_number(value):
+        return "'" + value
+    return value
+
+
+def _is_number(value: str) -> bool:
     try:
-        os.fchmod(fd, 0o644)  # mkstemp makes it private; results are for everyone to read
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, default=str)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        float(value)
+    except ValueError:
+        return False
+    return value.strip() == value
+
+
+def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
+    """temp file + fsync + rename (harness.fsutil): readers see the old or the new file."""
+    atomic_write(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def write_frame_csv(df: pd.DataFrame, path: Path) -> Path:
+    """A table (summary, comparison) as CSV through the atomic writer, its text cells
+    neutralised like the sinks' (docs/columns.md)."""
+    out = df.copy()
+    for c in out.columns:
+        if out[c].dtype == object or str(out[c].dtype) in ("str", "string"):
+            out[c] = out[c].map(lambda v: neutralise_text(v) if isinstance(v, str) else v)
+    return atomic_write(path, out.to_csv(index=False, float_format="%.10g"))

@@ -39,6 +39,9 @@ from harness.analysis.rundata import RunData, capacity_of, load_run, trial_frame
 from harness.analysis.summary import RunSummary, summarize_run, write_summary
 from harness.analysis.thresholds import evaluate_thresholds
 from harness.errors import HarnessError
+from harness.fsutil import UnsafeFileError, atomic_write, is_regular
+from harness.record.histogram import CorruptHistogram
+from harness.report.websec import meta_csp
 
 HERE = Path(__file__).parent
 # Grafana's classic palette, red left out: red means "SLO line" and "fault" here.
@@ -230,6 +233,7 @@ def render_html(model: Mapping[str, Any], live: Mapping[str, Any] | None = None)
     return (
         "<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
         "<meta name=viewport content='width=device-width, initial-scale=1'>"
+        f"{meta_csp(js)}"
         f"<title>{title}</title><style>{css}</style></head>"
         "<body data-render-state=loading data-js-errors=0>"
         "<div id=app></div>"
@@ -241,14 +245,18 @@ def write_report(run_dir: str | Path) -> Path:
     """Write summary.csv (+ disturbances.csv, summary_aggregate.csv) and report.html into
     the run folder; return the report's path."""
     run_dir = Path(run_dir)
+    rj = run_dir / "run.json"
+    if (rj.exists() or rj.is_symlink()) and not is_regular(rj):
+        # a FIFO would hang us and a link could be anything: this is not our run folder
+        raise UnsafeFileError(f"{rj}: not a regular file; not a run folder to report on")
     data = load_run(run_dir)
     if data.timeseries.empty:
         raise HarnessError(f"{run_dir}: no timeseries.csv rows to report on")
-    summary = summarize_run(data)
+    try:
+        # everything computed before anything is written: a bad cell leaves no half output
+        summary = summarize_run(data)
+        page = render_html(dashboard_data(data, summary))
+    except CorruptHistogram as e:
+        raise HarnessError(f"{run_dir / 'timeseries.csv'}: {e}") from None
     write_summary(run_dir, data, summary=summary)
-    page = render_html(dashboard_data(data, summary))
-    out = run_dir / "report.html"
-    tmp = out.with_name(".report.html.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
-    return out
+    return atomic_write(run_dir / "report.html", page)

@@ -8,14 +8,17 @@
 
 Only folder names directly under RESULTS_DIR are served and only the files listed in
 `FILES`: a request cannot climb out of the results folder (`..`, encoded or not, and
-symlinks leading elsewhere are refused with 404).
+symlinks leading elsewhere are refused with 404). Only regular files are read, never
+through a link and never blocking (harness.fsutil), so a run folder from someone else
+cannot make the server serve or hang on another file. Requests whose Host is not this
+loopback address get 421 and every response carries a CSP (harness.report.websec).
 """
 
 from __future__ import annotations
 
 import html
 import json
-import re
+import os
 import threading
 from collections.abc import Callable
 from http import HTTPStatus
@@ -25,14 +28,20 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from harness.analysis.rundata import load_run
-from harness.report.html import _json_for_script, dashboard_data, render_html
+from harness.errors import UsageError
+from harness.fsutil import RUN_ID_RE, UnsafeFileError, is_regular, read_regular
+from harness.report.html import HERE, _json_for_script, dashboard_data, render_html
+from harness.report.websec import header_csp, host_ok
+from harness.runlock import effective_status
 
 FILES = {
     "run.json": "application/json", "timeseries.csv": "text/csv", "events.csv": "text/csv",
     "decisions.csv": "text/csv", "summary.csv": "text/csv", "disturbances.csv": "text/csv",
     "summary_aggregate.csv": "text/csv", "report.html": "text/html",
 }
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+_RUN_ID = RUN_ID_RE
+REQUEST_TIMEOUT_S = 10  # a client that stalls mid-request is dropped, not waited for
+_CSP = header_csp(((HERE / "dashboard.js").read_text(encoding="utf-8"),))
 LIVE_INTERVAL_MS = 3000
 INDEX_REFRESH_S = 5
 
@@ -41,7 +50,7 @@ def _sig(run_dir: Path) -> tuple[tuple[int, int], ...]:
     out = []
     for name in ("run.json", "timeseries.csv", "events.csv", "decisions.csv"):
         try:
-            st = (run_dir / name).stat()
+            st = os.lstat(run_dir / name)
             out.append((st.st_mtime_ns, st.st_size))
         except FileNotFoundError:
             out.append((0, 0))
@@ -84,16 +93,16 @@ class DashboardServer(ThreadingHTTPServer):
             info: dict[str, Any] = {"id": p.name, "status": "unknown", "scenario": "",
                                     "strategies": [], "started": "", "ended": ""}
             try:
-                rj = json.loads((p / "run.json").read_text(encoding="utf-8"))
+                rj = json.loads(read_regular(p / "run.json"))
                 sc = rj.get("scenario") or {}
-                info.update(status=str(rj.get("status", "unknown")),
+                info.update(status=effective_status(p.name, rj),
                             scenario=str(sc.get("name", "")),
                             strategies=[str(s.get("name")) for s in sc.get("strategies") or []],
                             started=str(rj.get("started") or ""),
                             ended=str(rj.get("ended") or ""))
-            except (OSError, json.JSONDecodeError, AttributeError):
+            except (OSError, UnsafeFileError, ValueError, AttributeError):
                 pass
-            info["mtime"] = max((f.stat().st_mtime for f in p.iterdir() if f.is_file()),
+            info["mtime"] = max((os.lstat(f).st_mtime for f in p.iterdir() if is_regular(f)),
                                 default=p.stat().st_mtime)
             out.append(info)
         return sorted(out, key=lambda r: r["mtime"], reverse=True)
@@ -109,6 +118,7 @@ class DashboardServer(ThreadingHTTPServer):
         if data.timeseries.empty:
             return None
         model = dashboard_data(data)
+        model["run"]["status"] = effective_status(run_id, data.run)
         with self._lock:
             self._cache[run_id] = (sig, model)
         return model
@@ -117,12 +127,17 @@ class DashboardServer(ThreadingHTTPServer):
 class Handler(BaseHTTPRequestHandler):
     server: DashboardServer
     server_version = "harness-dashboard"
+    timeout = REQUEST_TIMEOUT_S
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet: a polling page would flood the terminal
 
     def do_GET(self) -> None:
         try:
+            if not host_ok(self.headers.get("Host"), self.server.server_address[1]):
+                # DNS rebinding: a foreign page reaching 127.0.0.1 under its own name
+                return self._send(HTTPStatus.MISDIRECTED_REQUEST,
+                                  "text/plain; charset=utf-8", b"misdirected request\n")
             self._route()
         except (BrokenPipeError, ConnectionResetError):
             pass
@@ -154,6 +169,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_response(HTTPStatus.MOVED_PERMANENTLY)
             self.send_header("Location", f"/run/{run_id}/")
             self.send_header("Content-Length", "0")
+            self.send_header("Content-Security-Policy", _CSP)
             self.end_headers()
             return None
         if rest == "":
@@ -166,10 +182,11 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(HTTPStatus.OK, "application/json",
                               _json_for_script(model).encode())
         if rest in FILES:
-            f = run_dir / rest
-            if not f.is_file():
+            try:
+                body = read_regular(run_dir / rest)  # no link, no FIFO, no device
+            except (OSError, UnsafeFileError):
                 return self._not_found()
-            return self._send(HTTPStatus.OK, FILES[rest], f.read_bytes())
+            return self._send(HTTPStatus.OK, FILES[rest], body)
         return self._not_found()
 
     def _dashboard(self, run_id: str, run_dir: Path) -> None:
@@ -192,7 +209,7 @@ class Handler(BaseHTTPRequestHandler):
         for r in runs:
             files = " ".join(f"<a href='/run/{e(r['id'])}/{f}'>{f}</a>"
                              for f in ("timeseries.csv", "events.csv", "run.json")
-                             if (self.server.results_dir / r["id"] / f).exists())
+                             if is_regular(self.server.results_dir / r["id"] / f))
             rows.append(
                 f"<tr><td><a href='/run/{e(r['id'])}/'>{e(r['id'])}</a></td>"
                 f"<td><span class='badge {e(r['status'])}'>{e(r['status'])}</span></td>"
@@ -216,6 +233,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Content-Security-Policy", _CSP)
+        self.send_header("Referrer-Policy", "no-referrer")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
@@ -239,7 +258,11 @@ def make_server(results_dir: str | Path, host: str = "127.0.0.1", port: int = 80
 def serve(results_dir: str | Path, host: str = "127.0.0.1", port: int = 8089,
           echo: Callable[[str], object] | None = None) -> None:
     """Serve until Ctrl-C."""
-    srv = make_server(results_dir, host, port)
+    try:
+        srv = make_server(results_dir, host, port)
+    except OSError as e:  # port taken or not ours to bind: one line, exit 2
+        raise UsageError(f"--port {port}: cannot listen on {host}:{port} ({e.strerror})")\
+            from None
     h, p = srv.server_address[:2]
     if echo:
         echo(f"harness dashboard: http://{h}:{p}/  (results: {srv.results_dir}; Ctrl-C stops)")

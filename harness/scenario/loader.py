@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import os
+import stat
 import types
 import typing
 from dataclasses import dataclass, field
@@ -79,15 +81,37 @@ def _message(err: dict[str, Any]) -> str:
     return msg
 
 
+def _model_names(cls: type[BaseModel] = BaseModel) -> set[str]:
+    out = set()
+    for sub in cls.__subclasses__():
+        out |= {sub.__name__} | _model_names(sub)
+    return out
+
+
+# pydantic puts the member's class name in the location of an error inside a union
+_MODEL_NAMES = _model_names()
+
+
+def _most_specific(errors: list[Any]) -> Any:
+    """For a union field (a metric preset name or a custom-metric mapping) pydantic reports
+    one error per member; the deepest one says what is wrong inside the value given."""
+    first = errors[0]
+    head = tuple(first.get("loc", ()))[:-1]
+    same_field = [e for e in errors if tuple(e.get("loc", ()))[:len(head)] == head]
+    return max(same_field, key=lambda e: len(e.get("loc", ())))
+
+
 def _scenario_error(e: ValidationError, located: Located) -> ScenarioError:
     errors = e.errors()
-    err = errors[0]
-    loc = tuple(p for p in err.get("loc", ()) if not (isinstance(p, str) and "[" in p))
+    err = _most_specific(errors)
+    loc = tuple(p for p in err.get("loc", ())
+                if not (isinstance(p, str) and ("[" in p or p in _MODEL_NAMES)))
     cause = (err.get("ctx") or {}).get("error")
     if isinstance(cause, At):
         loc = (*loc, *cause.loc)
     # pydantic appends a synthetic "function-after[...]" segment for model validators
-    key = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
+    key = ".".join(f"[{p}]" if isinstance(p, int) else str(p) or '""' for p in loc
+                   ).replace(".[", "[")
     msg = _message(err)
     if err.get("type") == "extra_forbidden" and loc and isinstance(loc[-1], str):
         holder = _model_at(Scenario, loc[:-1])
@@ -117,6 +141,7 @@ def load_scenario(path: str | Path) -> LoadedScenario:
     scenario = validate(located)
     base = LoadedScenario(scenario=scenario, path=Path(path).resolve())
     _check_files(base, located)
+    _check_sim_metrics(scenario, located)
     strategies = [s.name for s in scenario.strategies]
     parsed = []
     for i, text in enumerate(scenario.thresholds):
@@ -137,14 +162,45 @@ def _check_files(loaded: LoadedScenario, located: Located) -> None:
         where = {"file": located.file, "line": located.line_of(("load", key)),
                  "key": f"load.{key}"}
         target = loaded.resolve(value)
-        if not target.is_file():
-            raise ScenarioError(f"file {value!r} not found (relative to the scenario's "
-                                "folder)", **where)
+        problem = _input_file_problem(target)
+        if problem:
+            raise ScenarioError(f"file {value!r} {problem}", **where)
         if key == "trace":
             try:
                 Profile.from_csv(target)
             except ProfileError as e:
                 raise ScenarioError(f"malformed trace: {e}", **where) from None
+
+
+def _input_file_problem(p: Path) -> str | None:
+    """Why `p` cannot serve as a trace / locustfile, or None. Never opens it: a FIFO
+    would block, and its content is never echoed."""
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        return "not found (relative to the scenario's folder)"
+    except OSError as e:
+        return f"cannot be read ({e.strerror})"
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file"
+    if not os.access(p, os.R_OK):
+        return "is not readable"
+    return None
+
+
+def _check_sim_metrics(scenario: Scenario, located: Located) -> None:
+    """The sim models only the metric presets: a custom PromQL metric would fail every
+    trial at run time, so on `platform: sim` it is refused here."""
+    if scenario.platform != "sim":
+        return
+    for i, s in enumerate(scenario.strategies):
+        a = s.autoscaler
+        if a is not None and not isinstance(a.metric, str):
+            path = ("strategies", i, "autoscaler", "metric")
+            raise ScenarioError("the sim platform models only the metric presets; a custom "
+                                "PromQL metric needs --platform docker or local",
+                                file=located.file, line=located.line_of(path),
+                                key=f"strategies[{i}].autoscaler.metric")
 
 
 def load_scenario_text(text: str, file: str = "<string>") -> Scenario:

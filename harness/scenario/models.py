@@ -19,6 +19,10 @@ from harness.bounds import MAX_REPLICAS
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 MAX_RUN_S = 4 * 3600
 MAX_RPS = 50_000
+URL_PATH_RE = re.compile(r"^/[A-Za-z0-9\-._~/%=&?+,;:@!]{0,199}$")
+ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_ENV_VARS = 100
+MAX_ENV_VALUE = 4096
 
 Name = Annotated[str, Field(description="lower-case letters, digits, '-' and '_', ≤ 40 chars")]
 
@@ -33,7 +37,8 @@ class At(ValueError):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN/inf pass every bound check (NaN compares false) and would reach the run
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _check_name(value: str, what: str) -> str:
@@ -62,8 +67,33 @@ class App(Strict):
     @field_validator("path", "health_path", "ready_path", "metrics_path")
     @classmethod
     def _abs_path(cls, v: str) -> str:
-        if not v.startswith("/") or len(v) > 200 or any(c.isspace() for c in v):
-            raise ValueError(f"{v!r} must be an absolute URL path like /work")
+        # the paths are pasted into generated configs and probe code: URL path characters
+        # only, so none can close a quote or start a new line there
+        if not URL_PATH_RE.match(v):
+            raise ValueError(f"{v[:60]!r} must be an absolute URL path like /work "
+                             "(letters, digits and - . _ ~ / % = & ? + , ; : @ ! only, "
+                             "≤ 200 chars)")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env_valid(cls, v: dict[str, str]) -> dict[str, str]:
+        # compose's env file, docker's API and the local platform's environment must all
+        # read the same variables: no '=' or odd characters in keys, no newline in values
+        if len(v) > MAX_ENV_VARS:
+            raise ValueError(f"{len(v)} variables; at most {MAX_ENV_VARS}")
+        for key, value in v.items():
+            if not ENV_KEY_RE.match(key):
+                raise At((key,), f"variable name {key[:60]!r} must match "
+                                 f"{ENV_KEY_RE.pattern}")
+            if key == "PORT":
+                raise At((key,), "PORT is set by the harness (app.port); it cannot be given "
+                                 "in app.env")
+            if any(c in value for c in "\x00\r\n"):
+                raise At((key,), "the value contains a NUL, CR or LF")
+            if len(value) > MAX_ENV_VALUE:
+                raise At((key,), f"the value is {len(value)} characters; at most "
+                                 f"{MAX_ENV_VALUE}")
         return v
 
     @field_validator("env", mode="before")

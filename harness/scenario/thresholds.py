@@ -67,8 +67,8 @@ def parse_threshold(text: str, index: int | None = None,
         raise ScenarioError(f"unknown strategy {strategy!r} in {text!r}; the scenario has "
                             f"{', '.join(strategies)}", key=key)
     value = float(m["value"])
-    if not math.isfinite(value):
-        raise ScenarioError(f"{text!r}: the number must be finite", key=key)
+    if not math.isfinite(value):  # '< 1e999' is '< inf': a gate that can never fail
+        raise ScenarioError(f"{m['value']!r} in {text!r} is not a finite number", key=key)
     return Threshold(text=text.strip(), strategy=strategy, metric=metric, op=m["op"],
                      value=value)
 

@@ -3,7 +3,9 @@
 Refused before anything is started, each with a one-line ScenarioError naming file and line:
 files over MAX_BYTES, non-UTF-8 bytes, several documents, tags that would construct
 objects (anything beyond the YAML core schema), duplicate keys, merge keys (``<<``) and
-alias expansion beyond MAX_NODES (the "billion laughs" bomb).
+alias expansion beyond MAX_NODES (the "billion laughs" bomb), and nesting deeper than
+MAX_DEPTH (PyYAML's composer recurses once per level: 500 `[` in under 1 KB would end in
+a RecursionError), found by a flat pass over the tokens before anything is composed.
 
 Only ``yaml.SafeLoader``'s composer is used: nodes are turned into Python values here, by
 hand, so no constructor beyond str/int/float/bool/null/list/dict ever runs.
@@ -21,6 +23,11 @@ from harness.errors import ScenarioError
 
 MAX_BYTES = 256 * 1024
 MAX_NODES = 20_000  # values after alias expansion; a real scenario has a few hundred
+MAX_DEPTH = 32  # nested lists/mappings; a real scenario nests 5 deep
+
+_OPEN = (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken,
+         yaml.FlowMappingStartToken, yaml.FlowSequenceStartToken)
+_CLOSE = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
 
 _CORE = "tag:yaml.org,2002:"
 _SCALAR_TAGS = {f"{_CORE}{t}" for t in ("str", "int", "float", "bool", "null")}
@@ -91,8 +98,34 @@ class _Builder:
         raise self.fail(node, f"unexpected YAML node {type(node).__name__}", path)
 
 
+def _check_depth(text: str, file: str) -> None:
+    """Refuse nesting deeper than MAX_DEPTH, naming the key under which it starts."""
+    keys: list[str | None] = []  # the key each open collection is the value of
+    pending: str | None = None
+    after_key = False
+    for tok in yaml.scan(text, Loader=yaml.SafeLoader):
+        if isinstance(tok, _OPEN):
+            keys.append(pending)
+            pending = None
+            if len(keys) > MAX_DEPTH:
+                path = ".".join(k for k in keys if k) or None
+                raise ScenarioError(f"nested more than {MAX_DEPTH} levels deep; "
+                                    "refusing to read further",
+                                    file=file, line=tok.start_mark.line + 1, key=path)
+        elif isinstance(tok, _CLOSE):
+            if keys:
+                keys.pop()
+        elif isinstance(tok, yaml.KeyToken):
+            after_key = True
+            continue
+        elif isinstance(tok, yaml.ScalarToken) and after_key:
+            pending = tok.value
+        after_key = False
+
+
 def load_text(text: str, file: str = "<string>") -> Located:
     try:
+        _check_depth(text, file)
         nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
