@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,10 +87,30 @@ class TrialResult:
         self.replicas_max = max(self.replicas_max, ready)
 
 
+def stage_events(lp: Any, warmup_rate: float) -> list[tuple[float, str, dict[str, Any]]]:
+    """(t_s, detail, structured fields) of the load_stage events of a scenario's `load`
+    block, the same on every platform. A trace has no stages: surges in it are found
+    from the offered rate (harness/analysis/surges.py)."""
+    rate_key = "rps" if lp.model == "open" else "users"
+    out: list[tuple[float, str, dict[str, Any]]] = []
+    if lp.warmup_s > 0:
+        out.append((-float(lp.warmup_s), "warm-up",
+                    {"stage": "warmup", rate_key: warmup_rate, "ramp_s": 0.0}))
+    start = 0.0
+    for i, stage in enumerate(lp.stages):
+        rate = stage.rps if stage.rps is not None else stage.users
+        out.append((start, f"stage {stage.name or i}",
+                    {"stage": str(i), rate_key: rate, "ramp_s": stage.ramp_s}))
+        start += stage.duration_s
+    return out
+
+
 def timeseries_row(key: dict[str, Any], s: Any, *, desired: int, running: int, ready: int,
-                   metric: float | None, target: float | None) -> dict[str, Any]:
+                   metric: float | None, target: float | None,
+                   t0_unix: float | None = None) -> dict[str, Any]:
     """One timeseries.csv row from one second of load (a real SecondStats or the
-    simulator's), the same on every platform."""
+    simulator's), the same on every platform. `t0_unix`: wall-clock time of the load's
+    t=0, for `time_unix_s`."""
     h = s.histogram
     return {
         **key, "t_s": s.t_s, "offered_rps": s.offered, "sent_rps": s.sent,
@@ -108,6 +128,7 @@ def timeseries_row(key: dict[str, Any], s: Any, *, desired: int, running: int, r
         "loadgen_cpu_pct": getattr(s, "loadgen_cpu_pct", 0.0),
         "loadgen_saturated": getattr(s, "saturated", False),
         "latency_hist": h.encode(),
+        "time_unix_s": None if t0_unix is None else round(t0_unix + s.t_s, 3),
     }
 
 
@@ -167,10 +188,14 @@ def run_trial(loaded: LoadedScenario, strategy: Strategy, trial: int, plat: Plat
     pending: list[tuple[float, DeployEvent]] = []
     events_lock = threading.Lock()
 
-    def write_event(t_abs: float, kind: str, replica: str, detail: str) -> None:
+    def write_event(t_abs: float, kind: str, replica: str, detail: str,
+                    fields: Mapping[str, Any] | None = None) -> None:
         t0 = t0_box[0]
+        # the wall clock of a monotonic instant: now's wall time minus the time since
+        wall = clock.wall() - (clock.now() - t_abs)
         recorder.events.write({**key, "t_s": t_abs - t0, "kind": kind, "replica": replica,
-                               "detail": detail})
+                               "detail": detail, "time_unix_s": round(wall, 3),
+                               **(fields or {})})
 
     def on_event(ev: DeployEvent) -> None:
         # the platform's own timestamp when it has one (Docker's StartedAt, the first
@@ -204,19 +229,23 @@ def run_trial(loaded: LoadedScenario, strategy: Strategy, trial: int, plat: Plat
         watcher = ReplicaWatcher(deployer, on_event, clock)
         watcher.start()
 
-        lp = sc.load
         load_spec = LoadSpec.from_scenario(loaded, base_url=deployer.lb_url(),
                                            workers=workers, seed=sc.seed + trial,
                                            run_id=recorder.run_id)
-        progress = _Progress(echo, strategy.name, trial, lp.duration_s)
+        # the profile's length: a trace has no stages, so lp.duration_s would be 0
+        progress = _Progress(echo, strategy.name, trial, load_spec.duration_s)
+        t0_unix: list[float | None] = [None]
 
         def on_second(s: SecondStats) -> None:
             replicas = deployer.replicas()
             running = sum(r.state in (ReplicaState.READY, ReplicaState.STARTING,
                                       ReplicaState.PAUSED) for r in replicas)
             ready = sum(r.state == ReplicaState.READY for r in replicas)
+            if t0_unix[0] is None and t0_box[0] is not None:
+                t0_unix[0] = clock.wall() - (clock.now() - t0_box[0])
             row = timeseries_row(key, s, desired=deployer.desired(), running=running,
-                                 ready=ready, metric=snap.metric, target=snap.target)
+                                 ready=ready, metric=snap.metric, target=snap.target,
+                                 t0_unix=t0_unix[0])
             recorder.timeseries.write(row)
             if recorder.on_row is not None:
                 recorder.on_row(row)
@@ -247,23 +276,13 @@ def run_trial(loaded: LoadedScenario, strategy: Strategy, trial: int, plat: Plat
             for t_abs, ev in pending:
                 write_event(t_abs, ev.kind, ev.replica, ev.detail)
             pending.clear()
-        if lp.warmup_s > 0:
-            recorder.events.write({**key, "t_s": -lp.warmup_s, "kind": "load_stage",
-                                   "replica": "", "detail": f"stage=warmup "
-                                   f"{'rps' if lp.model == 'open' else 'users'}="
-                                   f"{load_spec.warmup_rps:g}"})
-        for i, stage in enumerate(lp.stages):
-            start = sum(s.duration_s for s in lp.stages[:i])
-            rate = stage.rps if stage.rps is not None else stage.users
-            recorder.events.write({**key, "t_s": start, "kind": "load_stage", "replica": "",
-                                   "detail": f"stage={i} name={stage.name or i} "
-                                             f"{'rps' if stage.rps is not None else 'users'}"
-                                             f"={rate:g} ramp_s={stage.ramp_s:g}"})
+        for t_s, detail, fields in stage_events(sc.load, load_spec.warmup_rps):
+            write_event(t0 + t_s, "load_stage", "", detail, fields)
 
         planned = plan(sc.faults, strategy.name)
         if planned:
             timeline = FaultTimeline(planned, deployer, clock, t0, seed=sc.seed * 1000 + trial,
-                                     on_fault=lambda t, k, r, d: write_event(t0 + t, k, r, d))
+                                     on_fault=lambda t, k, r, d, f: write_event(t0 + t, k, r, d, f))
             threads.append(threading.Thread(target=timeline.run, args=(trial_stop,),
                                             name="faults", daemon=True))
         if strategy.autoscaler is not None:
@@ -308,7 +327,8 @@ def _controller_thread(strategy: Strategy, deployer: Deployer, clock: Clock, t0:
         if row.get("action") == "scale":
             recorder.events.write({**key, "t_s": row["t_s"], "kind": "scale", "replica": "",
                                    "detail": f"{row.get('current_replicas')}→"
-                                             f"{row.get('desired')} reason={row.get('reason')}"})
+                                             f"{row.get('desired')} reason={row.get('reason')}",
+                                   "time_unix_s": round(clock.wall(), 3)})
 
     controller = build_controller(strategy.autoscaler, deployer, clock, t0, on_decision,
                                   random.Random(0))

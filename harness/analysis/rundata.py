@@ -19,11 +19,12 @@ from typing import Any
 import pandas as pd
 
 from harness.record.schema import DECISIONS, EVENTS, TIMESERIES, Column, names
+from harness.record.upgrade import upgrade_events
 
 # Text columns must stay text: an empty histogram cell is "", not NaN-as-float, and a
 # replica id like "0012" must not become 12.
 _TEXT = {"run_id", "strategy", "kind", "replica", "detail", "latency_hist", "policy",
-         "metric_values", "reason", "action"}
+         "metric_values", "reason", "action", "stage", "outcome"}
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,7 @@ def load_run(path: str | Path) -> RunData:
     else:
         warnings.append("run.json missing; SLO defaults assumed")
     ts = read_csv_tolerant(p / "timeseries.csv", TIMESERIES)
-    ev = read_csv_tolerant(p / "events.csv", EVENTS)
+    ev = upgrade_events(read_csv_tolerant(p / "events.csv", EVENTS))
     dec = read_csv_tolerant(p / "decisions.csv", DECISIONS)
     return RunData(path=p, run=run, timeseries=ts, events=ev, decisions=dec, warnings=warnings)
 

@@ -52,7 +52,7 @@ SUMMARY_EXTRA = _cols(
     ("latency_source", "histogram (exact merge) | approx (no histograms recorded) | none"),
     ("requests_per_replica_s", "successful requests per replica-second (efficiency)"),
     ("replicas_max", "most replicas running in any second"),
-    ("disturbances", "number of disturbances (load steps up and faults)"),
+    ("disturbances", "number of disturbances (load steps up, surges, marks and faults)"),
     ("not_recovered", "disturbances the SLO did not recover from before the trial ended"),
     ("recovered", "1 when every disturbance recovered, 0 when one did not, empty without any"),
     ("recovery_s", "worst recovery time over the disturbances; empty when one did not recover"),
@@ -79,8 +79,11 @@ DISTURBANCE_METRICS = _cols(
 
 DISTURBANCES_CSV = _cols(
     ("run_id", ""), ("strategy", ""), ("trial", ""),
-    ("disturbance", "name, e.g. spike_t30"), ("kind", "spike | step | crash | kill | pause"),
+    ("disturbance", "name, e.g. spike_t30, surge_t15, or a mark's name"),
+    ("kind", "spike | step | surge | mark | crash | kill | pause"),
     ("t0_s", "when it happened"), ("window_end_s", "next disturbance or trial end"),
+    ("peak_s", "when the load peaked (surge, ramped step), else t0_s; recovery needs "
+               "the SLO to hold for stable_s past it"),
     ("recovered", "1 / 0"), ("recovery_s", "empty = not recovered"),
     ("slo_violation_s", "in the window"), ("requests", "completed in the window"),
     ("failed", "failed in the window"), ("scale_up_reaction_s", "empty = no new replica"),
@@ -174,16 +177,18 @@ def summarize_trial(ts: pd.DataFrame, events: pd.DataFrame, *, slo: SloSpec,
         row.update(dict.fromkeys(ELASTICITY_KEYS, math.nan))
 
     ready_per_s = pd.Series(_per_second(m, "replicas_ready", end_s))
-    dists = find_disturbances(events, end_s=end_s, scenario=scenario)
+    dists = find_disturbances(events, end_s=end_s, scenario=scenario,
+                              offered=table["offered"].to_numpy())
     drows: list[dict[str, Any]] = []
     for d in dists:
-        rec = recovery_time(table["holds"], d.t0_s, slo.stable_s, end_s)
+        rec = recovery_time(table["holds"], d.t0_s, slo.stable_s, end_s, peak_s=d.peak)
         win = table.loc[(table.index >= math.floor(d.t0_s)) & (table.index < d.end_s)]
         reaction = reaction_time(d, events, ready_per_s)
         drows.append({
             "run_id": run_id, "strategy": strategy, "trial": trial,
             "disturbance": d.name, "kind": d.kind, "t0_s": round(d.t0_s, 3),
-            "window_end_s": round(d.end_s, 3), "recovered": int(rec.recovered),
+            "window_end_s": round(d.end_s, 3), "peak_s": round(d.peak, 3),
+            "recovered": int(rec.recovered),
             "recovery_s": rec.recovery_s,
             "slo_violation_s": violation_seconds(table, d.t0_s, d.end_s),
             "requests": round(float(win["completed"].sum())),

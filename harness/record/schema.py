@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 1
+# 2: time_unix_s in timeseries.csv and events.csv; structured event columns (stage, rps,
+# users, ramp_s, action, outcome). Version-1 runs are upgraded on load
+# (harness.record.upgrade).
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -52,14 +55,52 @@ TIMESERIES = KEY + _cols(
     ("loadgen_cpu_pct", "CPU of the load generator processes, percent of one core"),
     ("loadgen_saturated", "1 when the load generator was saturated in that second"),
     ("latency_hist", "that second's latency histogram (harness.record.histogram encoding), for exact window percentiles"),
+    ("time_unix_s", "wall-clock start of the row's second, seconds since the Unix epoch (UTC), to join other data (e.g. Prometheus)"),
+)
+
+# Every `kind` the code writes to events.csv (tests/test_event_kinds.py checks both ways).
+EVENT_KINDS: dict[str, str] = {
+    "load_stage": "a load stage began (stage, rps or users, ramp_s); stage=warmup at t<0",
+    "fault": "a fault was injected into a replica (action; outcome ok / error / skipped)",
+    "fault_reverted": "a fault was undone (action=unpause; outcome)",
+    "scale": "the autoscaler changed the desired replicas (detail: from→to reason=…)",
+    "deployed": "the deployer brought the strategy's replicas up",
+    "scale_applied": "the deployer applied a new replica count",
+    "torn_down": "the deployer removed the trial's replicas",
+    "swarm_init": "the harness initialised a single-node Docker swarm",
+    "replica_started": "a replica container/process started",
+    "replica_ready": "a replica's readiness endpoint answered",
+    "replica_exited": "a replica exited (detail: exit code)",
+    "replica_restarted": "a replica was restarted in place",
+    "replica_removed": "a replica disappeared (scaled away or rescheduled)",
+    "replica_paused": "a replica was paused",
+    "replica_resumed": "a paused replica runs again",
+    "replica_lb_traffic": "the load balancer sent a replica its first request",
+    "replica_first_scrape": "the metrics source first scraped a replica",
+    "worker_joined": "a load worker joined late",
+    "worker_lost": "a load worker was lost",
+    "loadgen_saturated": "the load generator was saturated",
+    "error": "an error of the load generator",
+    "note": "free text describing the run (e.g. the simulator's parameters)",
+}
+
+# Structured event fields: a column each, so analysis never parses `detail`.
+EVENT_FIELDS = _cols(
+    ("stage", "load_stage: stage index, or 'warmup'"),
+    ("rps", "load_stage: target rate of the stage (open model), req/s"),
+    ("users", "load_stage: users of the stage (closed model)"),
+    ("ramp_s", "load_stage: seconds the stage ramps to its target"),
+    ("action", "fault / fault_reverted: crash | kill | pause | unpause"),
+    ("outcome", "fault / fault_reverted: ok | error | skipped"),
 )
 
 EVENTS = KEY + _cols(
     ("t_s", "seconds since the trial's load started (fractional)"),
-    ("kind", "load_stage | fault | fault_reverted | scale | replica_started | replica_ready | replica_exited | replica_restarted | worker_lost | note"),
+    ("kind", " | ".join(EVENT_KINDS) + " (see the kinds below)"),
     ("replica", "replica id, when the event concerns one"),
-    ("detail", "free text / key=value pairs"),
-)
+    ("detail", "free text for people; analysis reads the structured columns"),
+    ("time_unix_s", "wall-clock time of the event, seconds since the Unix epoch (UTC)"),
+) + EVENT_FIELDS
 
 DECISIONS = KEY + _cols(
     ("t_s", "seconds since the trial's load started"),
@@ -113,6 +154,10 @@ def markdown() -> str:
         if fname == "summary.csv":
             out += ["| … | further columns follow (see harness/analysis/summary.py) |"]
         out.append("")
+        if fname == "events.csv":
+            out += ["### Event kinds", "", "| kind | meaning |", "| --- | --- |"]
+            out += [f"| `{k}` | {d.replace('|', '/')} |" for k, d in EVENT_KINDS.items()]
+            out.append("")
     return "\n".join(out)
 
 

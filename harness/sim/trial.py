@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from harness.clock import FakeClock
@@ -29,7 +29,7 @@ from harness.sim.deployer import SimDeployer
 from harness.sim.engine import SimSecond, SimWorld
 from harness.sim.model import AppModel
 from harness.sim.params import SimParams
-from harness.trial import Recorder, TrialResult, app_spec, timeseries_row
+from harness.trial import Recorder, TrialResult, app_spec, stage_events, timeseries_row
 
 WALL_OFFSET = 1_700_000_000.0  # the FakeClock's epoch: the sim's "wall" times are fake too
 READY_SLACK_S = 2.0  # the deploy starts this long before everything could be ready
@@ -67,9 +67,12 @@ def run_sim_trial(loaded: LoadedScenario, strategy: Strategy, trial: int,
     seed = (sc.seed * 1_000_003 + trial * 7919) % 2**32
     world = SimWorld(app, load, params, seed=seed, first_s=first_s)
 
-    def write_event(t: float, kind: str, replica: str, detail: str) -> None:
+    def write_event(t: float, kind: str, replica: str, detail: str,
+                    fields: Mapping[str, Any] | None = None) -> None:
+        # the sim's clock runs on trial time, so its (fake) wall time is offset + t
         recorder.events.write({**key, "t_s": t, "kind": kind, "replica": replica,
-                               "detail": detail})
+                               "detail": detail, "time_unix_s": round(WALL_OFFSET + t, 3),
+                               **(fields or {})})
 
     def on_event(ev: DeployEvent) -> None:
         write_event(ev.at if ev.at is not None else clock.now(), ev.kind, ev.replica,
@@ -115,24 +118,15 @@ def run_sim_trial(loaded: LoadedScenario, strategy: Strategy, trial: int,
         if ready < strategy.replicas:
             raise DeployError(f"only {ready} of {strategy.replicas} replicas became ready")
 
-        if lp.warmup_s > 0:
-            write_event(-lp.warmup_s, "load_stage", "",
-                        f"stage=warmup {'rps' if lp.model == 'open' else 'users'}="
-                        f"{load.warmup_rps:g}")
-        for i, stage in enumerate(lp.stages):
-            start = sum(s.duration_s for s in lp.stages[:i])
-            rate = stage.rps if stage.rps is not None else stage.users
-            write_event(start, "load_stage", "",
-                        f"stage={i} name={stage.name or i} "
-                        f"{'rps' if stage.rps is not None else 'users'}={rate:g} "
-                        f"ramp_s={stage.ramp_s:g}")
+        for t_s, detail, fields in stage_events(lp, load.warmup_rps):
+            write_event(t_s, "load_stage", "", detail, fields)
 
         timeline: FaultTimeline | None = None
         planned = plan(sc.faults, strategy.name)
         if planned:
             timeline = FaultTimeline(planned, deployer, clock, 0.0,
                                      seed=sc.seed * 1000 + trial,
-                                     on_fault=lambda t, kd, r, d: write_event(t, kd, r, d))
+                                     on_fault=lambda t, kd, r, d, f: write_event(t, kd, r, d, f))
         interval = strategy.autoscaler.interval_s if strategy.autoscaler else math.inf
         next_ctrl = k / tps  # the controller starts with the load (warm-up included)
         drain_until = last_s + math.ceil(load.timeout_s) + 1
@@ -212,7 +206,8 @@ def _row(s: SimSecond, deployer: SimDeployer, recorder: Recorder, key: dict[str,
     running, ready = deployer.counts()
     recorder.timeseries.write(timeseries_row(key, s, desired=deployer.desired(),
                                              running=running, ready=ready,
-                                             metric=snap["metric"], target=snap["target"]))
+                                             metric=snap["metric"], target=snap["target"],
+                                             t0_unix=WALL_OFFSET))
     res.account(s, ready, hist_total)
 
 
@@ -233,7 +228,8 @@ def _controller(strategy: Strategy, deployer: SimDeployer, clock: SimClock,
         if row.get("action") == "scale":
             recorder.events.write({**key, "t_s": row["t_s"], "kind": "scale", "replica": "",
                                    "detail": f"{row.get('current_replicas')}→"
-                                             f"{row.get('desired')} reason={row.get('reason')}"})
+                                             f"{row.get('desired')} reason={row.get('reason')}",
+                                   "time_unix_s": round(WALL_OFFSET + row["t_s"], 3)})
 
     return build_controller(strategy.autoscaler, deployer, clock, 0.0,
                             on_decision)  # type: ignore[arg-type]
