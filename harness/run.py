@@ -76,12 +76,16 @@ class Stopper:
         return self.event.is_set()
 
 
-def _serve_metrics(port: int | None, meta: dict[str, Any],
-                   echo: Callable[[str], None]) -> Callable[[dict[str, Any]], None] | None:
-    """The load generator's per-second figures as Prometheus gauges on 127.0.0.1:port, for
-    live viewing in Grafana (dashboards/); off unless a port is given."""
+_RowSink = Callable[[dict[str, Any]], None]
+
+
+def _serve_metrics(port: int | None, meta: dict[str, Any], echo: Callable[[str], None]
+                   ) -> tuple[_RowSink | None, _RowSink | None]:
+    """The harness's metrics (harness.report.loadgen_metrics) on 127.0.0.1:port, for
+    Prometheus and Grafana (dashboards/); off unless a port is given. Returns the
+    (timeseries row, events row) sinks that feed them."""
     if port is None:
-        return None
+        return None, None
     from prometheus_client import CollectorRegistry, start_http_server
 
     from harness.report.loadgen_metrics import make_loadgen_metrics
@@ -92,7 +96,7 @@ def _serve_metrics(port: int | None, meta: dict[str, Any],
     bound = server.server_address[1]
     meta["metrics_url"] = f"http://127.0.0.1:{bound}/metrics"
     echo(f"harness metrics: {meta['metrics_url']}")
-    return metrics.observe_second
+    return metrics.observe_second, metrics.observe_event
 
 
 def new_run_id(name: str, now: dt.datetime) -> str:
@@ -208,7 +212,8 @@ def run_scenario(path: Path, opts: RunOptions) -> int:
 
     stopper = Stopper(sweep_now)
     stopper.install()
-    recorder = Recorder(run_dir, run_id, on_row=_serve_metrics(opts.metrics_port, meta, echo))
+    on_row, on_event = _serve_metrics(opts.metrics_port, meta, echo)
+    recorder = Recorder(run_dir, run_id, on_row=on_row, on_event=on_event)
     usage0 = resource.getrusage(resource.RUSAGE_SELF)
     wall0 = RealClock().now()
     results: list[TrialResult] = []

@@ -28,16 +28,33 @@ READY_TIMEOUT_S = 90.0
 PROGRESS_EVERY_S = 5
 
 
+class _TeeSink:
+    """A CsvSink whose rows also go to a live view (the harness's /metrics)."""
+
+    def __init__(self, sink: CsvSink, on_row: Callable[[dict[str, Any]], None]) -> None:
+        self._sink, self._on_row = sink, on_row
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        self._sink.write(row)
+        self._on_row(dict(row))
+
+    def close(self) -> None:
+        self._sink.close()
+
+
 class Recorder:
     """The run's three CSVs; every trial writes through it."""
 
     def __init__(self, run_dir: Path, run_id: str,
-                 on_row: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_row: Callable[[dict[str, Any]], None] | None = None,
+                 on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.run_id = run_id
         # live view of each row (the harness's own /metrics for Grafana), never blocking
         self.on_row = on_row
         self.timeseries = CsvSink(run_dir / "timeseries.csv", TIMESERIES)
-        self.events = CsvSink(run_dir / "events.csv", EVENTS)
+        events = CsvSink(run_dir / "events.csv", EVENTS)
+        self.events: CsvSink | _TeeSink = events if on_event is None \
+            else _TeeSink(events, on_event)
         self.decisions = CsvSink(run_dir / "decisions.csv", DECISIONS)
 
     def close(self) -> None:

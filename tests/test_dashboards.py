@@ -41,7 +41,7 @@ DASHBOARD = DASH / "grafana" / "dashboards" / "harness.json"
 APP_CONTRACT = {
     "app_requests_total", "app_request_duration_seconds_bucket",
     "app_request_duration_seconds_sum", "app_request_duration_seconds_count",
-    "app_in_flight", "app_queue_depth", "app_capacity_workers", "app_service_ms",
+    "app_in_flight", "app_queue_depth", "app_capacity_workers", "app_service_time_seconds",
     "app_ready", "app_utilization",
 }
 PROMQL_WORDS = {
