@@ -19,7 +19,7 @@ import bisect
 import math
 import threading
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -134,17 +134,38 @@ class LatencyHistogram(Collector):
         yield HistogramMetricFamily(self.d.name, self.d.help, labels=list(self.d.labels))
 
 
+# Fault actions a scenario can ask for (harness.scenario.models.Fault): their counters
+# start at 0, so the first fault is an increase PromQL sees, not a series appearing at 1.
+FAULT_ACTIONS = ("crash", "kill", "pause")
+
+
 @dataclass
 class LoadgenMetrics:
     counters: dict[str, Counter]
     gauges: dict[str, Gauge]
     latency: LatencyHistogram
+    # (strategy, trial) → [(t_s, stage level)]: the stage events are all written when the
+    # load starts, the gauge follows the seconds as they pass
+    stages: dict[tuple[str, str], list[tuple[float, float]]] = field(default_factory=dict)
+    seen: set[str] = field(default_factory=set)
+
+    def _first_sight(self, s: str) -> None:
+        if s not in self.seen:
+            self.seen.add(s)
+            for action in FAULT_ACTIONS:
+                self.counters["harness_faults_total"].labels(strategy=s, action=action).inc(0)
 
     def observe_second(self, row: Mapping[str, Any]) -> None:
         """One timeseries.csv row (harness.record.schema.TIMESERIES)."""
         s = str(row["strategy"])
         c, g = self.counters, self.gauges
+        self._first_sight(s)
         g["harness_trial"].labels(strategy=s).set(float(row.get("trial") or 1))
+        t = _num(row.get("t_s"))
+        due = [lvl for at, lvl in self.stages.get((s, str(row.get("trial"))), [])
+               if t is not None and at <= t]
+        if due:
+            g["harness_load_stage"].labels(strategy=s).set(due[-1])
         for outcome, col in (("ok", "ok_rps"), ("failed", "failed_rps")):
             # inc(0) too: the series exists from the first second, so rate() is 0, not absent
             c["harness_requests_total"].labels(strategy=s, outcome=outcome).inc(
@@ -170,16 +191,20 @@ class LoadgenMetrics:
 
     def observe_event(self, row: Mapping[str, Any]) -> None:
         """One events.csv row: faults counted (structured `action`, `outcome`), the load
-        stage followed."""
+        stages remembered for observe_second."""
         s, kind = str(row["strategy"]), str(row.get("kind", ""))
+        self._first_sight(s)
         if kind == "fault" and str(row.get("outcome") or "ok") == "ok":
             self.counters["harness_faults_total"].labels(
                 strategy=s, action=str(row.get("action") or "fault")).inc()
         elif kind == "load_stage":
             stage = str(row.get("stage", ""))
             level = -1.0 if stage == "warmup" else _num(stage)
-            if level is not None:
-                self.gauges["harness_load_stage"].labels(strategy=s).set(level)
+            at = _num(row.get("t_s"))
+            if level is not None and at is not None:
+                plan = self.stages.setdefault((s, str(row.get("trial"))), [])
+                plan.append((at, level))
+                plan.sort()
 
 
 def make_loadgen_metrics(registry: CollectorRegistry) -> LoadgenMetrics:
