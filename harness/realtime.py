@@ -98,6 +98,7 @@ class RealRuntime:
         self.plat, self.loaded, self.trial, self.workers = plat, loaded, trial, workers
         self.clock: Clock = clock or RealClock()
         self.warmup_rate = 0.0
+        self.duration_s = 0.0
         self._stop_threads = threading.Event()
         self._threads: list[threading.Thread] = []
         self._load: Any = None
@@ -134,6 +135,7 @@ class RealRuntime:
                                       workers=self.workers, seed=sc.seed + self.trial,
                                       run_id=rec.key["run_id"])
         self.warmup_rate = spec.warmup_rps
+        self.duration_s = spec.duration_s
         host = HostSampler(self.clock)
         replicas_cpu = replica_cpu_meter(deployer, self.clock)
 

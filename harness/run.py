@@ -80,13 +80,16 @@ class Stopper:
         return self.event.is_set()
 
 
-def _serve_metrics(port: int | None) -> tuple[Callable[[dict[str, Any]], None] | None,
-                                               str | None]:
-    """The load generator's per-second figures as Prometheus gauges on 127.0.0.1:port, for
-    live viewing in Grafana (dashboards/); off unless a port is given. Bound before the run
+_RowSink = Callable[[dict[str, Any]], None]
+
+
+def _serve_metrics(port: int | None) -> tuple[_RowSink | None, _RowSink | None, str | None]:
+    """The harness's metrics (harness/report/loadgen_metrics.py) on 127.0.0.1:port, for
+    Prometheus and Grafana (dashboards/); off unless a port is given. Returns the
+    (timeseries row, events row) sinks that feed them and the URL. Bound before the run
     folder exists, so a busy port is bad input (exit 2) and leaves nothing behind."""
     if port is None:
-        return None, None
+        return None, None, None
     from prometheus_client import CollectorRegistry, start_http_server
 
     from harness.report.loadgen_metrics import make_loadgen_metrics
@@ -99,7 +102,7 @@ def _serve_metrics(port: int | None) -> tuple[Callable[[dict[str, Any]], None] |
         raise UsageError(f"--metrics-port {port}: cannot listen on 127.0.0.1:{port} "
                          f"({e.strerror})") from None
     bound = server.server_address[1]
-    return metrics.observe_second, f"http://127.0.0.1:{bound}/metrics"
+    return metrics.observe_second, metrics.observe_event, f"http://127.0.0.1:{bound}/metrics"
 
 
 def check_out_dir(out: Path) -> None:
@@ -226,7 +229,7 @@ def run_scenario(path: Path, opts: RunOptions) -> int:
     if plat.name == "docker":
         from harness.deploy.images import ensure_images
         ensure_images(plat.docker)
-    on_row, metrics_url = _serve_metrics(opts.metrics_port)
+    on_row, on_event, metrics_url = _serve_metrics(opts.metrics_port)
     try:
         lock_fd = runlock.hold(run_id)
     except BlockingIOError:
@@ -234,14 +237,14 @@ def run_scenario(path: Path, opts: RunOptions) -> int:
     try:
         run_dir.mkdir(parents=True)
         return _run(loaded, path, opts, plat, names, repetitions, run_id, run_dir,
-                    on_row, metrics_url)
+                    (on_row, on_event), metrics_url)
     finally:
         runlock.release(lock_fd, run_id)
 
 
 def _run(loaded: LoadedScenario, path: Path, opts: RunOptions, plat: Platform,
          names: list[str], repetitions: int,
-         run_id: str, run_dir: Path, on_row: Callable[[dict[str, Any]], None] | None,
+         run_id: str, run_dir: Path, sinks: tuple[_RowSink | None, _RowSink | None],
          metrics_url: str | None) -> int:
     sc = loaded.scenario
     echo = opts.echo
@@ -281,7 +284,7 @@ def _run(loaded: LoadedScenario, path: Path, opts: RunOptions, plat: Platform,
 
     stopper = Stopper(sweep_now)
     stopper.install()
-    recorder = Recorder(run_dir, run_id, on_row=on_row)
+    recorder = Recorder(run_dir, run_id, on_row=sinks[0], on_event=sinks[1])
     usage0 = resource.getrusage(resource.RUSAGE_SELF)
     wall0 = RealClock().now()
     results: list[TrialResult] = []

@@ -41,6 +41,7 @@ class TrialRuntime(Protocol):
     clock: Clock
     progress_every_s: int  # how often the progress line is printed
     warmup_rate: float  # the warm-up's rate (rps, or users in the closed model)
+    duration_s: float  # the load profile's length (stages or a trace), once load started
 
     def describe(self) -> str:
         """Appended to the trial's header line (e.g. "; simulated, leastconn")."""
@@ -86,7 +87,7 @@ def run_trial(loaded: LoadedScenario, strategy: Strategy, trial: int, runtime: T
               echo: Callable[[str], None]) -> TrialResult:
     """Run one strategy × repetition; rows go to the recorder as they are measured."""
     sc = loaded.scenario
-    rec = TrialRecord(recorder, strategy.name, trial, runtime.clock.now, echo)
+    rec = TrialRecord(recorder, strategy.name, trial, runtime.clock, echo)
     spec = DeploySpec(run_id=recorder.run_id, trial_id=f"{strategy.name}-{trial}",
                       app=app_spec(loaded), replicas=strategy.replicas)
     scaler = f", autoscaler {strategy.autoscaler.policy}" if strategy.autoscaler else ""
@@ -97,11 +98,14 @@ def run_trial(loaded: LoadedScenario, strategy: Strategy, trial: int, runtime: T
     except DeployError as e:
         rec.fail(e)
         return rec.finish()
-    progress = Progress(echo, rec.label, sc.load.duration_s, runtime.progress_every_s)
+    progress: list[Progress] = []  # made once the load's length is known (a trace's too)
 
     def on_second(s: Any, counts: Counts) -> None:
         rec.second(s, counts)
-        progress.second(s, counts.ready, counts.desired)
+        if not progress:
+            progress.append(Progress(echo, rec.label, runtime.duration_s,
+                                     runtime.progress_every_s))
+        progress[0].second(s, counts.ready, counts.desired)
 
     timeline: FaultTimeline | None = None
     try:
@@ -117,7 +121,7 @@ def run_trial(loaded: LoadedScenario, strategy: Strategy, trial: int, runtime: T
         if planned:
             timeline = FaultTimeline(planned, deployer, runtime.clock, t0,
                                      seed=sc.seed * 1000 + trial,
-                                     on_fault=lambda t, k, r, d: rec.event(t, k, r, d))
+                                     on_fault=lambda t, k, r, d, f: rec.event(t, k, r, d, f))
         controller = None
         if strategy.autoscaler is not None:
             controller = build_controller(strategy.autoscaler, deployer, runtime.clock, t0,

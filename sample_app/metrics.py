@@ -5,7 +5,8 @@
 - `app_request_duration_seconds` (histogram): served (200) `/work` requests, arrival to
   response, queueing included;
 - `app_in_flight`: requests holding a worker slot; `app_queue_depth`: requests waiting;
-- `app_capacity_workers`: WORKERS; `app_service_ms`: SERVICE_MS (configured mean);
+- `app_capacity_workers`: WORKERS; `app_service_time_seconds`: SERVICE_MS / 1000 (the
+  configured mean, in seconds);
 - `app_ready`: 1 while `/readyz` answers 200;
 - `app_utilization`: in-flight / WORKERS, 0..1, what an autoscaler targets;
 - `app_info{replica,service_dist}`: always 1;
@@ -62,8 +63,9 @@ class AppMetrics:
               registry=r).set_function(lambda: slots.queued)
         Gauge("app_capacity_workers", "Worker slots (WORKERS)",
               registry=r).set(slots.workers)
-        Gauge("app_service_ms", "Configured mean service time (SERVICE_MS)",
-              registry=r).set(service_ms)
+        # base unit (Prometheus convention): seconds, though SERVICE_MS is configured in ms
+        Gauge("app_service_time_seconds", "Configured mean service time (SERVICE_MS / 1000)",
+              registry=r).set(service_ms / 1000.0)
         Gauge("app_ready", "1 when /readyz answers 200",
               registry=r).set_function(lambda: 1.0 if ready() else 0.0)
         Gauge("app_utilization", "Busy worker slots / worker slots",

@@ -19,6 +19,7 @@ from harness.analysis.slo import slo_table, violation_seconds
 from harness.analysis.summary import summarize_run, summarize_trial, write_summary
 from harness.record.histogram import Histogram
 from harness.record.schema import EVENTS, SUMMARY_CORE, TIMESERIES, names
+from harness.record.upgrade import upgrade_events
 from tests.synthetic_run import make_synthetic_run
 
 SLO = SloSpec(p95_ms=300.0, error_rate=0.01, stable_s=3)
@@ -48,7 +49,7 @@ def events(*rows: tuple[float, str, str, str]) -> pd.DataFrame:
     df = pd.DataFrame([{"run_id": "r", "strategy": "s", "trial": 1, "t_s": t, "kind": k,
                         "replica": rep, "detail": d} for t, k, rep, d in rows],
                       columns=names(EVENTS))
-    return df
+    return upgrade_events(df)  # the structured columns, from the key=value detail
 
 
 def hist_of(values: list[float]) -> str:

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,11 +28,8 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
-from harness.report.loadgen_metrics import (
-    LOADGEN_METRICS,
-    exposed_names,
-    make_loadgen_metrics,
-)
+from harness.record.histogram import Histogram
+from harness.report.loadgen_metrics import HARNESS_METRICS, exposed_names, make_loadgen_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 DASH = ROOT / "dashboards"
@@ -41,7 +39,7 @@ DASHBOARD = DASH / "grafana" / "dashboards" / "harness.json"
 APP_CONTRACT = {
     "app_requests_total", "app_request_duration_seconds_bucket",
     "app_request_duration_seconds_sum", "app_request_duration_seconds_count",
-    "app_in_flight", "app_queue_depth", "app_capacity_workers", "app_service_ms",
+    "app_in_flight", "app_queue_depth", "app_capacity_workers", "app_service_time_seconds",
     "app_ready", "app_utilization",
 }
 PROMQL_WORDS = {
@@ -155,20 +153,64 @@ backend app
         os.unlink(cfg.name)
 
 
-def harness_names() -> set[str]:
+def harness_exposition() -> str:
     reg = CollectorRegistry()
     m = make_loadgen_metrics(reg)
-    m.observe_second({"strategy": "a", "trial": 1, **{c: 1.0 for *_, c in LOADGEN_METRICS
-                                                     if c}})
-    m.observe_event("a", 1, "fault", "action=crash fault=0")
-    m.observe_event("a", 1, "load_stage", "stage=1 rps=10")
-    return exposition_names(generate_latest(reg).decode())
+    h = Histogram()
+    for v in (3.0, 30.0, 300.0, 3000.0):
+        h.record(v)
+    m.observe_second({"strategy": "a", "trial": 1, "ok_rps": 3, "failed_rps": 1,
+                      "sent_rps": 4, "dropped_rps": 0, "offered_rps": 4, "in_flight": 2,
+                      "replicas_desired": 2, "replicas_running": 2, "replicas_ready": 1,
+                      "autoscaler_metric": 0.5, "autoscaler_target": 0.6,
+                      "loadgen_saturated": 0, "loadgen_cpu_pct": 50.0,
+                      "latency_hist": h.encode()})
+    m.observe_event({"strategy": "a", "trial": 1, "kind": "fault", "action": "crash",
+                     "outcome": "ok"})
+    m.observe_event({"strategy": "a", "trial": 1, "kind": "load_stage", "stage": "1",
+                     "rps": 10, "t_s": 0})
+    m.observe_second({"strategy": "a", "trial": 1, "t_s": 0})
+    return generate_latest(reg).decode()
+
+
+def harness_names() -> set[str]:
+    return exposition_names(harness_exposition())
 
 
 def test_loadgen_metrics_are_declared_once_and_all_exported() -> None:
     names = harness_names()
     assert exposed_names() <= names
     assert all(n.startswith("harness_") for n in exposed_names())
+
+
+def _sample(text: str, series: str) -> float:
+    m = re.search(rf"^{re.escape(series)} (\S+)$", text, re.M)
+    assert m, f"{series} not in the exposition"
+    return float(m.group(1))
+
+
+def test_loadgen_metrics_follow_prometheus_conventions() -> None:
+    """Counters end in _total, the histogram is in seconds, gauges are levels only."""
+    for m in HARNESS_METRICS:
+        assert (m.type == "counter") == m.name.endswith("_total"), m.name
+        assert not re.search(r"_(ms|pct|rps)$|_ms_", m.name), f"{m.name}: not a base unit"
+        if m.type == "gauge":
+            assert not re.search(r"_(total|sum|count|bucket)$", m.name), m.name
+    text = harness_exposition()
+    assert _sample(text, 'harness_requests_total{outcome="ok",strategy="a"}') == 3
+    assert _sample(text, 'harness_loadgen_cpu_seconds_total{strategy="a"}') == 0.5
+    assert _sample(text, 'harness_faults_total{action="crash",strategy="a"}') == 1
+    # the other actions exist at 0 from the start: a first fault is an increase
+    assert _sample(text, 'harness_faults_total{action="kill",strategy="a"}') == 0
+    assert _sample(text, 'harness_load_stage{strategy="a"}') == 1
+    # 3 ms, 30 ms, 300 ms, 3 s: the histogram's buckets are seconds
+    assert _sample(text, 'harness_request_duration_seconds_bucket{le="0.005",strategy="a"}') \
+        == 1
+    assert _sample(text, 'harness_request_duration_seconds_bucket{le="0.5",strategy="a"}') == 3
+    assert _sample(text, 'harness_request_duration_seconds_count{strategy="a"}') == 4
+    assert _sample(text, 'harness_request_duration_seconds_sum{strategy="a"}') == \
+        pytest.approx(3.333, rel=0.02)
+    assert _sample(text, 'harness_replicas{state="ready",strategy="a"}') == 1
 
 
 def test_every_query_names_an_exported_metric(haproxy_names: set[str]) -> None:
@@ -295,3 +337,92 @@ def test_grafana_has_no_default_admin_login() -> None:
     assert env["GF_USERS_ALLOW_SIGN_UP"] == "false"
     assert "GF_SECURITY_ADMIN_PASSWORD" not in env
     assert env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"  # read-only is all there is
+# ---------- a real Prometheus scraping a real run ----------
+
+SCRAPE_SCENARIO = """\
+name: scrape
+seed: 1
+output: {out}
+app:
+  env: {{WORKERS: 4, SERVICE_MS: 20, SERVICE_DIST: exponential, QUEUE_LIMIT: 20}}
+load:
+  warmup_s: 2
+  stages:
+    - {{name: low, duration_s: 10, rps: 40}}
+    - {{name: high, duration_s: 12, rps: 120}}
+faults:
+  - {{at_s: 12, action: crash, count: 1}}
+strategies:
+  - name: auto
+    kind: orchestrated
+    replicas: 2
+    autoscaler: {{policy: hpa, metric: utilization, target: 0.5, min_replicas: 2,
+                 max_replicas: 4, interval_s: 2}}
+"""
+
+
+def _get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read().decode())
+
+
+@pytest.mark.slow
+def test_prometheus_scrapes_a_run_and_the_panels_are_not_empty(tmp_path: Path) -> None:
+    """dashboards/prometheus/prometheus.yml as documented, the real `prometheus` binary
+    scraping `harness run --metrics-port` (local platform: real replicas and HAProxy),
+    then every harness_* query of the dashboard evaluated over the run: none is empty."""
+    exe = shutil.which("prometheus")
+    if exe is None:
+        pytest.skip("prometheus is not installed (apt install prometheus)")
+    metrics_port, prom_port = free_port(), free_port()
+    cfg = yaml.safe_load((DASH / "prometheus" / "prometheus.yml").read_text())
+    # the documented file, only its target moved to a free port
+    assert cfg["scrape_configs"][0]["static_configs"][0]["targets"] == ["127.0.0.1:9464"]
+    cfg["scrape_configs"][0]["static_configs"][0]["targets"] = [f"127.0.0.1:{metrics_port}"]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(cfg))
+    (tmp_path / "scrape.yaml").write_text(SCRAPE_SCENARIO.format(out=tmp_path / "results"))
+    prom = subprocess.Popen(
+        [exe, f"--config.file={tmp_path / 'prometheus.yml'}",
+         f"--web.listen-address=127.0.0.1:{prom_port}",
+         f"--storage.tsdb.path={tmp_path / 'tsdb'}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    api = f"http://127.0.0.1:{prom_port}/api/v1"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                _get_json(f"{api}/status/buildinfo")
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "Prometheus did not start"
+                time.sleep(0.5)
+        start = time.time()
+        r = subprocess.run([sys.executable, "-m", "harness.cli", "run",
+                            str(tmp_path / "scrape.yaml"), "--platform", "local",
+                            "--metrics-port", str(metrics_port)],
+                           capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        # the last scrape of the run's final seconds: one more scrape interval and a margin
+        time.sleep(3)
+        end = time.time()
+        targets = _get_json(f"{api}/targets")["data"]["activeTargets"]
+        assert [t["labels"]["job"] for t in targets] == ["harness"]
+        empty = []
+        for where, expr in queries():
+            if not any(n.startswith("harness_") for n in metric_names(expr)):
+                continue  # app_* and haproxy_* come from the run's own Prometheus
+            q = urllib.parse.urlencode({"query": expr.replace("$strategy", ".*"),
+                                        "start": f"{start:.3f}", "end": f"{end:.3f}",
+                                        "step": "1"})
+            res = _get_json(f"{api}/query_range?{q}")
+            assert res["status"] == "success", (where, res)
+            if not any(s["values"] for s in res["data"]["result"]):
+                empty.append(f"{where}: {expr}")
+        assert empty == []
+    finally:
+        prom.terminate()
+        try:
+            prom.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            prom.kill()
+            prom.wait(timeout=10)

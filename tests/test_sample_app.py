@@ -458,7 +458,7 @@ def test_metrics_count_what_was_sent() -> None:
         assert m[("app_request_duration_seconds_bucket", (("le", "0.001"),))] == 0
         assert m[("app_request_duration_seconds_bucket", (("le", "+Inf"),))] == 25
         assert m[("app_capacity_workers", ())] == 4
-        assert m[("app_service_ms", ())] == 5
+        assert m[("app_service_time_seconds", ())] == 0.005
         assert m[("app_in_flight", ())] == 0 and m[("app_utilization", ())] == 0
         assert m[("app_queue_depth", ())] == 0 and m[("app_ready", ())] == 1
         assert m[("app_info", (("replica", "test-1"), ("service_dist", "constant")))] == 1

@@ -135,11 +135,16 @@ def test_run_serves_loadgen_metrics_on_loopback() -> None:
 
     from harness.run import _serve_metrics
 
-    hook, url = _serve_metrics(0)
-    assert hook is not None and url is not None
+    on_row, on_event, url = _serve_metrics(0)
+    assert on_row is not None and on_event is not None and url is not None
     assert url.startswith("http://127.0.0.1:")
-    hook({"strategy": "auto", "trial": 1, "t_s": 3, "offered_rps": 600, "ok_rps": 512,
-          "p95_ms": 180.5, "replicas_ready": 4})
+    on_row({"strategy": "auto", "trial": 1, "t_s": 3, "offered_rps": 600, "ok_rps": 512,
+            "p95_ms": 180.5, "replicas_ready": 4})
+    on_event({"strategy": "auto", "trial": 1, "t_s": 3.2, "kind": "fault", "action": "crash",
+              "outcome": "ok"})
     body = urllib.request.urlopen(url, timeout=5).read().decode()
-    assert 'harness_offered_rps{strategy="auto",trial="1"} 600.0' in body
-    assert "harness_replicas_ready" in body
+    assert 'harness_offered_requests_per_second{strategy="auto"} 600.0' in body
+    assert 'harness_requests_total{outcome="ok",strategy="auto"} 512.0' in body
+    assert 'harness_replicas{state="ready",strategy="auto"} 4.0' in body
+    assert 'harness_faults_total{action="crash",strategy="auto"} 1.0' in body
+    assert _serve_metrics(None) == (None, None, None)

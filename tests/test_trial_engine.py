@@ -71,6 +71,7 @@ class FakeRuntime:
 
     progress_every_s = 5
     warmup_rate = 10.0
+    duration_s = 8.0
 
     def __init__(self, *, ready_error: str | None = None, load_error: str | None = None,
                  stop_at_ready: bool = False, source: FixedSource | None = None,
@@ -165,8 +166,13 @@ def test_a_trial_writes_rows_events_and_its_account(tmp_path: Path) -> None:
     assert list(ready["t_s"]) == [-5.0]
     stages = ev[ev["kind"] == "load_stage"]
     assert list(stages["t_s"]) == [-2.0, 0.0, 4.0]
-    assert "stage=warmup rps=10" in stages["detail"].iloc[0]
-    crash = ev[(ev["kind"] == "fault") & ev["detail"].str.contains("action=crash")]
+    assert list(stages["stage"]) == ["warmup", "0", "1"]
+    assert [float(x) for x in stages["rps"]] == [10.0, 10.0, 40.0]
+    # every event carries its wall-clock time: FakeClock's wall = its reading + offset
+    t0_wall = rt.clock.wall() - (rt.clock.now() - rt.t0)
+    assert [float(x) for x in ev["time_unix_s"]] == pytest.approx(
+        [t0_wall + float(t) for t in ev["t_s"]], abs=1e-3)
+    crash = ev[(ev["kind"] == "fault") & (ev["action"] == "crash")]
     assert len(crash) == 1 and float(crash["t_s"].iloc[0]) == pytest.approx(3.0)
     assert ("crash", crash["replica"].iloc[0]) in rt.deployer.calls
     # the account counts measured seconds only (t ≥ 0): 30 + 40 + … + 100

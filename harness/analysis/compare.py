@@ -60,11 +60,22 @@ METRICS: dict[str, tuple[str, str, str | None]] = {
 }
 
 
+# Per-disturbance summary columns shown by default, `<prefix><disturbance>`
+# (harness.analysis.summary.DISTURBANCE_METRICS): (prefix, label, unit, better).
+PER_DISTURBANCE = (
+    ("recovery_s_", "recovery", "s", "lower"),
+    ("slo_violation_s_", "SLO-violation s", "s", "lower"),
+    ("failed_", "failed", "", "lower"),
+    ("scale_up_reaction_s_", "scale-up reaction", "s", "lower"),
+)
+
+
 def metric_info(metric: str) -> tuple[str, str, str | None]:
     if metric in METRICS:
         return METRICS[metric]
-    if metric.startswith("recovery_s_"):
-        return (f"recovery {metric.removeprefix('recovery_s_')}", "s", "lower")
+    for prefix, label, unit, better in PER_DISTURBANCE:
+        if metric.startswith(prefix):
+            return (f"{label} {metric.removeprefix(prefix)}", unit, better)
     return (metric, "", None)
 
 
@@ -74,7 +85,8 @@ def format_value(metric: str, x: float) -> str:
     unit = metric_info(metric)[1]
     if metric == "error_rate":
         return f"{100 * x:.2f}%"
-    if unit == "ms" or metric in ("requests", "failed_in_disturbances", "replica_seconds"):
+    if unit == "ms" or metric.startswith("failed_") \
+            or metric in ("requests", "replica_seconds"):
         return f"{x:,.0f}"
     if unit == "%":
         return f"{x:.1f}%"
@@ -350,7 +362,10 @@ def default_metrics(summaries: Sequence[pd.DataFrame]) -> list[str]:
     cols: list[str] = []
     for s in summaries:
         cols.extend(c for c in s.columns if c not in cols)
-    per_dist = [c for c in cols if c.startswith("recovery_s_")]
+    # every figure of a disturbance together, disturbances in time order (summary.csv's)
+    per_dist = [c for d in (c.removeprefix("recovery_s_") for c in cols
+                            if c.startswith("recovery_s_"))
+                for c in (p + d for p, *_ in PER_DISTURBANCE) if c in cols]
     return [m for m in METRICS if m in cols] + per_dist
 
 

@@ -13,6 +13,11 @@ floor(t0 + r) … ceil(t0 + r + S) - 1, so:
     k > t0 with rows k … k + S - 1 holding.
 The window must end inside the trial (rows < end_s): three good seconds at the very end
 of a trial with stable_s = 5 are not a recovery.
+
+A disturbance that builds up (a surge, a ramped step) has a peak after its t0. Good
+seconds early in the rise, before the load outgrew the replicas, are no recovery: the
+SLO must hold from t0 + r through peak + stable_s (README "Definitions"), so the window
+is [t0 + r, max(t0 + r, peak) + stable_s).
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ def _run_lengths(holds: np.ndarray) -> np.ndarray:
 
 
 def recovery_time(holds: pd.Series, t0_s: float, stable_s: int,
-                  end_s: int | None = None) -> Recovery:
+                  end_s: int | None = None, peak_s: float | None = None) -> Recovery:
     """`holds`: bool per integer second (index = t_s) of one trial's measured window.
 
     Seconds absent from the index count as not holding. `end_s` (exclusive) defaults to
@@ -60,14 +65,17 @@ def recovery_time(holds: pd.Series, t0_s: float, stable_s: int,
         return Recovery(t0_s, False, math.nan)
     arr = holds.reindex(range(start, end_s), fill_value=False).astype(bool).to_numpy()
     run = _run_lengths(arr)
+    peak = t0_s if peak_s is None else max(t0_s, peak_s)
 
-    # r = 0: rows floor(t0) … ceil(t0 + S) - 1 all hold.
-    need0 = math.ceil(t0_s + stable_s) - start
+    # r = 0: rows floor(t0) … ceil(max(t0, peak) + S) - 1 all hold.
+    need0 = math.ceil(peak + stable_s) - start
     if need0 <= len(arr) and run[0] >= need0:
         return Recovery(t0_s, True, 0.0)
-    # Otherwise the first row boundary k > t0 where S rows in a row hold.
+    # Otherwise the first row boundary k > t0 from which the rows through
+    # max(k, peak) + S hold.
     first_k = math.floor(t0_s) + 1
     for i in range(max(0, first_k - start), len(arr)):
-        if run[i] >= stable_s:
+        need = max(stable_s, math.ceil(peak + stable_s) - (start + i))
+        if i + need <= len(arr) and run[i] >= need:
             return Recovery(t0_s, True, round(start + i - t0_s, 3))
     return Recovery(t0_s, False, math.nan)

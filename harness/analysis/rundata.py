@@ -22,12 +22,13 @@ from pydantic import ValidationError
 
 from harness.fsutil import UnsafeFileError, read_regular_text
 from harness.record.schema import DECISIONS, EVENTS, TIMESERIES, Column, names
+from harness.record.upgrade import upgrade_events
 from harness.scenario.models import Slo
 
 # Text columns must stay text: an empty histogram cell is "", not NaN-as-float, and a
 # replica id like "0012" must not become 12.
 _TEXT = {"run_id", "strategy", "kind", "replica", "detail", "latency_hist", "policy",
-         "metric_values", "reason", "action"}
+         "metric_values", "reason", "action", "stage", "outcome"}
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,7 @@ def load_run(path: str | Path) -> RunData:
         run = {}
         warnings.append(f"run.json unreadable ({e}); analysing the CSVs alone")
     ts = read_csv_tolerant(p / "timeseries.csv", TIMESERIES)
-    ev = read_csv_tolerant(p / "events.csv", EVENTS)
+    ev = upgrade_events(read_csv_tolerant(p / "events.csv", EVENTS))
     dec = read_csv_tolerant(p / "decisions.csv", DECISIONS)
     return RunData(path=p, run=run, timeseries=ts, events=ev, decisions=dec, warnings=warnings)
 

@@ -123,16 +123,18 @@ def summarize_trial(ts: pd.DataFrame, events: pd.DataFrame, *, slo: SloSpec,
         row.update(dict.fromkeys(ELASTICITY_KEYS, math.nan))
 
     ready_per_s = pd.Series(_per_second(m, "replicas_ready", end_s))
-    dists = find_disturbances(events, end_s=end_s, scenario=scenario)
+    dists = find_disturbances(events, end_s=end_s, scenario=scenario,
+                              offered=table["offered"].to_numpy())
     drows: list[dict[str, Any]] = []
     for d in dists:
-        rec = recovery_time(table["holds"], d.t0_s, slo.stable_s, end_s)
+        rec = recovery_time(table["holds"], d.t0_s, slo.stable_s, end_s, peak_s=d.peak)
         win = table.loc[(table.index >= math.floor(d.t0_s)) & (table.index < d.end_s)]
         reaction = reaction_time(d, events, ready_per_s)
         drows.append({
             "run_id": run_id, "strategy": strategy, "trial": trial,
             "disturbance": d.name, "kind": d.kind, "t0_s": round(d.t0_s, 3),
-            "window_end_s": round(d.end_s, 3), "recovered": int(rec.recovered),
+            "window_end_s": round(d.end_s, 3), "peak_s": round(d.peak, 3),
+            "recovered": int(rec.recovered),
             "recovery_s": rec.recovery_s,
             "slo_violation_s": violation_seconds(table, d.t0_s, d.end_s),
             "requests": round(float(win["completed"].sum())),

@@ -6,10 +6,11 @@ Prometheus server (one instant query returning one series per replica, told apar
 where there is no server. Both compute the same quantity over the same window.
 
 The sample app exposes app_requests_total{code,path}, app_request_duration_seconds
-(histogram), app_in_flight, app_queue_depth, app_capacity_workers, app_service_ms,
-app_ready, app_utilization (= in-flight / worker slots, read at scrape time, hence averaged
-over the window) and prometheus_client's process metrics. app_requests_total counts every
-route (health checks and scrapes too); the latency histogram only served /work requests.
+(histogram), app_in_flight, app_queue_depth, app_capacity_workers,
+app_service_time_seconds, app_ready, app_utilization (= in-flight / worker slots, read
+at scrape time, hence averaged over the window) and prometheus_client's process metrics.
+app_requests_total counts every route (health checks and scrapes too); the latency
+histogram only served /work requests.
 """
 
 from __future__ import annotations

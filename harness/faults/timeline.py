@@ -16,7 +16,8 @@ from harness.clock import Clock
 from harness.deploy.base import Deployer, FaultTarget, ReplicaState
 from harness.scenario.models import Fault
 
-FaultSink = Callable[[float, str, str, str], None]  # (t_s, kind, replica, detail)
+# (t_s, kind, replica, detail, structured fields: action, outcome; docs/columns.md)
+FaultSink = Callable[[float, str, str, str, dict[str, str]], None]
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,8 @@ class FaultTimeline:
             ready = alive
         victims = self._rng.sample(ready, k=min(p.count, len(ready)))
         if not victims:
-            self._emit(t, "fault", "", f"action={p.action} skipped=no live replica")
+            self._emit(t, "fault", "", "skipped: no live replica",
+                       {"action": p.action, "outcome": "skipped"})
             return
         for rid in victims:
             try:
@@ -101,15 +103,18 @@ class FaultTimeline:
                         self._paused[rid] = t + (p.duration_s or 0)
                 else:
                     raise NotImplementedError(f"{self._deployer.kind} cannot {p.action}")
-                self._emit(t, "fault", rid, f"action={p.action} fault={p.index}")
+                self._emit(t, "fault", rid, f"fault={p.index}",
+                           {"action": p.action, "outcome": "ok"})
             except Exception as e:  # a failed injection is recorded, never fatal
-                self._emit(t, "fault", rid, f"action={p.action} error={e}")
+                self._emit(t, "fault", rid, f"error: {e}",
+                           {"action": p.action, "outcome": "error"})
 
     def _unpause(self, rid: str, t: float) -> None:
         self._paused.pop(rid, None)
         try:
             assert isinstance(self._deployer, FaultTarget)
             self._deployer.unpause(rid)
-            self._emit(t, "fault_reverted", rid, "action=unpause")
+            self._emit(t, "fault_reverted", rid, "", {"action": "unpause", "outcome": "ok"})
         except Exception as e:
-            self._emit(t, "fault_reverted", rid, f"action=unpause error={e}")
+            self._emit(t, "fault_reverted", rid, f"error: {e}",
+                       {"action": "unpause", "outcome": "error"})

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 1
+# 2: time_unix_s in timeseries.csv and events.csv; structured event columns (stage, rps,
+# users, ramp_s, action, outcome). Version-1 runs are upgraded on load
+# (harness.record.upgrade).
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -55,14 +58,52 @@ TIMESERIES = KEY + _cols(
     ("host_cpu_pct", "the whole machine's CPU busy share in that second, percent of all cores (/proc/stat); empty in the simulator"),
     ("host_cpu_pressure_pct", "share of that second in which some runnable task waited for a CPU (/proc/pressure/cpu, PSI 'some'); empty where the kernel has no PSI"),
     ("host_saturated", "1 when that measured second was saturated (host_cpu_pct ≥ 90 or host_cpu_pressure_pct ≥ 80); a trial is flagged host_saturated after 3 such seconds in a row"),
+    ("time_unix_s", "wall-clock start of the row's second, seconds since the Unix epoch (UTC), to join other data (e.g. Prometheus)"),
+)
+
+# Every `kind` the code writes to events.csv (tests/test_event_kinds.py checks both ways).
+EVENT_KINDS: dict[str, str] = {
+    "load_stage": "a load stage began (stage, rps or users, ramp_s); stage=warmup at t<0",
+    "fault": "a fault was injected into a replica (action; outcome ok / error / skipped)",
+    "fault_reverted": "a fault was undone (action=unpause; outcome)",
+    "scale": "the autoscaler changed the desired replicas (detail: from→to reason=…)",
+    "deployed": "the deployer brought the strategy's replicas up",
+    "scale_applied": "the deployer applied a new replica count",
+    "torn_down": "the deployer removed the trial's replicas",
+    "swarm_init": "the harness initialised a single-node Docker swarm",
+    "replica_started": "a replica container/process started",
+    "replica_ready": "a replica's readiness endpoint answered",
+    "replica_exited": "a replica exited (detail: exit code)",
+    "replica_restarted": "a replica was restarted in place",
+    "replica_removed": "a replica disappeared (scaled away or rescheduled)",
+    "replica_paused": "a replica was paused",
+    "replica_resumed": "a paused replica runs again",
+    "replica_lb_traffic": "the load balancer sent a replica its first request",
+    "replica_first_scrape": "the metrics source first scraped a replica",
+    "worker_joined": "a load worker joined late",
+    "worker_lost": "a load worker was lost",
+    "loadgen_saturated": "the load generator was saturated",
+    "error": "an error of the load generator",
+    "note": "free text describing the run (e.g. the simulator's parameters)",
+}
+
+# Structured event fields: a column each, so analysis never parses `detail`.
+EVENT_FIELDS = _cols(
+    ("stage", "load_stage: stage index, or 'warmup'"),
+    ("rps", "load_stage: target rate of the stage (open model), req/s"),
+    ("users", "load_stage: users of the stage (closed model)"),
+    ("ramp_s", "load_stage: seconds the stage ramps to its target"),
+    ("action", "fault / fault_reverted: crash | kill | pause | unpause"),
+    ("outcome", "fault / fault_reverted: ok | error | skipped"),
 )
 
 EVENTS = KEY + _cols(
     ("t_s", "seconds since the trial's load started (fractional)"),
-    ("kind", "load_stage | fault | fault_reverted | scale | replica_started | replica_ready | replica_exited | replica_restarted | worker_lost | note"),
+    ("kind", " | ".join(EVENT_KINDS) + " (see the kinds below)"),
     ("replica", "replica id, when the event concerns one"),
-    ("detail", "free text / key=value pairs"),
-)
+    ("detail", "free text for people; analysis reads the structured columns"),
+    ("time_unix_s", "wall-clock time of the event, seconds since the Unix epoch (UTC)"),
+) + EVENT_FIELDS
 
 DECISIONS = KEY + _cols(
     ("t_s", "seconds since the trial's load started"),
@@ -106,7 +147,7 @@ SUMMARY_EXTRA = _cols(
     ("latency_source", "histogram (exact merge) | approx (no histograms recorded) | none"),
     ("requests_per_replica_s", "successful requests per replica-second (efficiency)"),
     ("replicas_max", "most replicas running in any second"),
-    ("disturbances", "number of disturbances (load steps up and faults)"),
+    ("disturbances", "number of disturbances (load steps up, surges, marks and faults)"),
     ("not_recovered", "disturbances the SLO did not recover from before the trial ended"),
     ("recovered", "1 when every disturbance recovered, 0 when one did not, empty without any"),
     ("recovery_s", "worst recovery time over the disturbances; empty when one did not recover"),
@@ -137,8 +178,11 @@ DISTURBANCE_METRICS = _cols(
 
 DISTURBANCES_CSV = _cols(
     ("run_id", ""), ("strategy", ""), ("trial", ""),
-    ("disturbance", "name, e.g. spike_t30"), ("kind", "spike | step | crash | kill | pause"),
+    ("disturbance", "name, e.g. spike_t30, surge_t15, or a mark's name"),
+    ("kind", "spike | step | surge | mark | crash | kill | pause"),
     ("t0_s", "when it happened"), ("window_end_s", "next disturbance or trial end"),
+    ("peak_s", "when the load peaked (surge, ramped step), else t0_s; recovery needs "
+               "the SLO to hold for stable_s past it"),
     ("recovered", "1 / 0"), ("recovery_s", "empty = not recovered"),
     ("slo_violation_s", "in the window"), ("requests", "completed in the window"),
     ("failed", "failed in the window"), ("scale_up_reaction_s", "empty = no new replica"),
@@ -186,6 +230,10 @@ def markdown() -> str:
             out += ["| `<metric>_<disturbance>` | per disturbance, for each of: "
                     + ", ".join(f"`{c.name}`" for c in DISTURBANCE_METRICS) + " |"]
         out.append("")
+        if fname == "events.csv":
+            out += ["### Event kinds", "", "| kind | meaning |", "| --- | --- |"]
+            out += [f"| `{k}` | {d.replace('|', '/')} |" for k, d in EVENT_KINDS.items()]
+            out.append("")
     out += ["## Host saturation", "",
             "Every second the harness also measures the machine it runs on "
             "(harness/record/host.py): `host_cpu_pct` from /proc/stat and, where the "

@@ -10,11 +10,12 @@ and written with negative ``t_s`` as soon as ``t0`` is known.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.clock import Clock
 from harness.deploy.base import DeployEvent
 from harness.record.histogram import Histogram
 from harness.record.host import HostSecond, SaturationRun
@@ -23,16 +24,33 @@ from harness.record.schema import DECISIONS, EVENTS, TIMESERIES
 from harness.record.writer import CsvSink
 
 
+class _TeeSink:
+    """A CsvSink whose rows also go to a live view (the harness's /metrics)."""
+
+    def __init__(self, sink: CsvSink, on_row: Callable[[dict[str, Any]], None]) -> None:
+        self._sink, self._on_row = sink, on_row
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        self._sink.write(row)
+        self._on_row(dict(row))
+
+    def close(self) -> None:
+        self._sink.close()
+
+
 class Recorder:
     """The run's three CSVs; every trial writes through it."""
 
     def __init__(self, run_dir: Path, run_id: str,
-                 on_row: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_row: Callable[[dict[str, Any]], None] | None = None,
+                 on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.run_id = run_id
         # live view of each row (the harness's own /metrics for Grafana), never blocking
         self.on_row = on_row
         self.timeseries = CsvSink(run_dir / "timeseries.csv", TIMESERIES)
-        self.events = CsvSink(run_dir / "events.csv", EVENTS)
+        events = CsvSink(run_dir / "events.csv", EVENTS)
+        self.events: CsvSink | _TeeSink = events if on_event is None \
+            else _TeeSink(events, on_event)
         self.decisions = CsvSink(run_dir / "decisions.csv", DECISIONS)
 
     def close(self) -> None:
@@ -89,9 +107,11 @@ class TrialResult:
 def timeseries_row(key: dict[str, Any], s: Any, *, desired: int, running: int, ready: int,
                    metric: float | None, target: float | None,
                    host: HostSecond | None = None, host_saturated: bool | None = None,
-                   replicas_cpu_pct: float | None = None) -> dict[str, Any]:
+                   replicas_cpu_pct: float | None = None,
+                   t0_unix: float | None = None) -> dict[str, Any]:
     """One timeseries.csv row from one second of load (a real SecondStats or the
-    simulator's), the same on every platform."""
+    simulator's), the same on every platform. `t0_unix`: wall-clock time of the load's
+    t=0, for `time_unix_s`."""
     h = s.histogram
     return {
         **key, "t_s": s.t_s, "offered_rps": s.offered, "sent_rps": s.sent,
@@ -109,11 +129,30 @@ def timeseries_row(key: dict[str, Any], s: Any, *, desired: int, running: int, r
         "loadgen_cpu_pct": getattr(s, "loadgen_cpu_pct", 0.0),
         "loadgen_saturated": getattr(s, "saturated", False),
         "latency_hist": h.encode(),
+        "time_unix_s": None if t0_unix is None else round(t0_unix + s.t_s, 3),
         # empty where not measured (the simulator has no host of its own)
         "host_cpu_pct": host.cpu_pct if host is not None else None,
         "host_cpu_pressure_pct": host.pressure_pct if host is not None else None,
         "host_saturated": host_saturated,
     }
+
+
+def stage_events(lp: Any, warmup_rate: float) -> list[tuple[float, str, dict[str, Any]]]:
+    """(t_s, detail, structured fields) of the load_stage events of a scenario's `load`
+    block, the same on every platform. A trace has no stages: surges in it are found
+    from the offered rate (harness/analysis/surges.py)."""
+    rate_key = "rps" if lp.model == "open" else "users"
+    out: list[tuple[float, str, dict[str, Any]]] = []
+    if lp.warmup_s > 0:
+        out.append((-float(lp.warmup_s), "warm-up",
+                    {"stage": "warmup", rate_key: warmup_rate, "ramp_s": 0.0}))
+    start = 0.0
+    for i, stage in enumerate(lp.stages):
+        rate = stage.rps if stage.rps is not None else stage.users
+        out.append((start, f"stage {stage.name or i}",
+                    {"stage": str(i), rate_key: rate, "ramp_s": stage.ramp_s}))
+        start += stage.duration_s
+    return out
 
 
 @dataclass(frozen=True)
@@ -132,17 +171,18 @@ class TrialRecord:
     """One trial's writer and account. Thread-safe: deploy events, the load's seconds, the
     fault timeline and the autoscaler may call it from their own threads."""
 
-    def __init__(self, recorder: Recorder, strategy: str, trial: int,
-                 now: Callable[[], float], echo: Callable[[str], None]) -> None:
+    def __init__(self, recorder: Recorder, strategy: str, trial: int, clock: Clock,
+                 echo: Callable[[str], None]) -> None:
         self.recorder = recorder
         self.key = {"run_id": recorder.run_id, "strategy": strategy, "trial": trial}
         self.result = TrialResult(strategy=strategy, trial=trial)
         self.hist_total = Histogram()
-        self._now = now
+        self._clock = clock
         self._echo = echo
         self._lock = threading.Lock()
         self._t0: float | None = None
-        self._pending: list[tuple[float, str, str, str]] = []
+        self._t0_unix: float | None = None
+        self._pending: list[tuple[float, str, str, str, Mapping[str, Any] | None]] = []
         # the autoscaler's latest view, shown in each second's row
         self.metric: float | None = None
         self.target: float | None = None
@@ -154,50 +194,52 @@ class TrialRecord:
 
     # -- events ---------------------------------------------------------------------------
 
+    def _wall_of(self, t_abs: float) -> float:
+        """The wall-clock time of a clock reading: now's wall time minus the time since."""
+        return self._clock.wall() - (self._clock.now() - t_abs)
+
     def set_t0(self, t0: float) -> None:
         """The clock reading of the load's t = 0; held events are written now."""
         with self._lock:
             self._t0 = t0
-            for t_abs, kind, replica, detail in self._pending:
-                self._write_event(t_abs - t0, kind, replica, detail)
+            self._t0_unix = self._wall_of(t0)
+            for t_abs, kind, replica, detail, fields in self._pending:
+                self._write_event(t_abs - t0, kind, replica, detail, fields)
             self._pending.clear()
 
     def deploy_event(self, ev: DeployEvent) -> None:
         # the platform's own timestamp when it has one (Docker's StartedAt, the first
         # successful probe): polling must not blur start-to-ready or discovery lag
-        self.event_at(ev.at if ev.at is not None else self._now(), ev.kind, ev.replica,
-                      ev.detail)
+        self.event_at(ev.at if ev.at is not None else self._clock.now(), ev.kind,
+                      ev.replica, ev.detail)
 
-    def event_at(self, t_abs: float, kind: str, replica: str = "", detail: str = "") -> None:
+    def event_at(self, t_abs: float, kind: str, replica: str = "", detail: str = "",
+                 fields: Mapping[str, Any] | None = None) -> None:
         """An event at a clock reading (held until t0 is known)."""
         with self._lock:
             if self._t0 is None:
-                self._pending.append((t_abs, kind, replica, detail))
+                self._pending.append((t_abs, kind, replica, detail, fields))
                 return
-            self._write_event(t_abs - self._t0, kind, replica, detail)
+            self._write_event(t_abs - self._t0, kind, replica, detail, fields)
 
-    def event(self, t_s: float, kind: str, replica: str = "", detail: str = "") -> None:
-        """An event at a trial time (seconds since the load's t = 0)."""
+    def event(self, t_s: float, kind: str, replica: str = "", detail: str = "",
+              fields: Mapping[str, Any] | None = None) -> None:
+        """An event at a trial time (seconds since the load's t = 0; t0 must be known)."""
         with self._lock:
-            self._write_event(t_s, kind, replica, detail)
+            self._write_event(t_s, kind, replica, detail, fields)
 
-    def _write_event(self, t_s: float, kind: str, replica: str, detail: str) -> None:
+    def _write_event(self, t_s: float, kind: str, replica: str, detail: str,
+                     fields: Mapping[str, Any] | None) -> None:
+        assert self._t0_unix is not None
         self.recorder.events.write({**self.key, "t_s": t_s, "kind": kind, "replica": replica,
-                                    "detail": detail})
+                                    "detail": detail,
+                                    "time_unix_s": round(self._t0_unix + t_s, 3),
+                                    **(fields or {})})
 
     def stage_events(self, load: Any, warmup_rate: float) -> None:
         """One `load_stage` event per stage of the scenario's load (and the warm-up)."""
-        unit = "rps" if load.model == "open" else "users"
-        if load.warmup_s > 0:
-            self.event(-load.warmup_s, "load_stage", "",
-                       f"stage=warmup {unit}={warmup_rate:g}")
-        for i, stage in enumerate(load.stages):
-            start = sum(s.duration_s for s in load.stages[:i])
-            rate = stage.rps if stage.rps is not None else stage.users
-            self.event(start, "load_stage", "",
-                       f"stage={i} name={stage.name or i} "
-                       f"{'rps' if stage.rps is not None else 'users'}={rate:g} "
-                       f"ramp_s={stage.ramp_s:g}")
+        for t_s, detail, fields in stage_events(load, warmup_rate):
+            self.event(t_s, "load_stage", "", detail, fields)
 
     def warn(self, text: str) -> None:
         self.result.warnings.append(f"{self.label}: {text}")
@@ -217,7 +259,7 @@ class TrialRecord:
         row = timeseries_row(self.key, s, desired=counts.desired, running=counts.running,
                              ready=counts.ready, metric=self.metric, target=self.target,
                              host=host, host_saturated=sat,
-                             replicas_cpu_pct=counts.replicas_cpu_pct)
+                             replicas_cpu_pct=counts.replicas_cpu_pct, t0_unix=self._t0_unix)
         self.recorder.timeseries.write(row)
         if self.recorder.on_row is not None:
             self.recorder.on_row(row)

@@ -243,7 +243,7 @@
     bar.appendChild(reset);
     bar.appendChild(el("span", { "class": "styles" },
       "solid: served · p95 · errors · ready · metric — dashed: offered · p99 · desired · " +
-      "target — dotted: demand · red: SLO, faults · shaded: load spikes/steps · " +
+      "target — dotted: demand · red: SLO, faults · shaded: load spikes/steps/surges · " +
       "drag or wheel to zoom"));
     return bar;
   }
@@ -388,7 +388,7 @@
     }
     (DATA.annotations || []).forEach(function (a) {
       var x = xOf(c, a.t0);
-      var load = a.kind === "spike" || a.kind === "step";
+      var load = a.kind === "spike" || a.kind === "step" || a.kind === "surge";
       if (load && a.end !== null && a.end !== undefined) {
         var x2 = xOf(c, a.end);
         g.fillStyle = "rgba(255,152,48,0.09)";

@@ -3,9 +3,9 @@ like a Grafana dashboard.
 
 Panels: offered vs served rate, p95/p99 latency, error rate, replicas (desired vs ready
 vs demand), autoscaler metric vs target. Every strategy is overlaid in its own colour;
-disturbances are shaded regions (load spikes/steps) and vertical lines (faults); the time
-axis is shared (drag to zoom, wheel to zoom, double-click or "reset zoom" to reset) with a
-crosshair and tooltip; the summary table is on top.
+disturbances are shaded regions (load spikes/steps, surges) and vertical lines (faults,
+marks); the time axis is shared (drag to zoom, wheel to zoom, double-click or "reset
+zoom" to reset) with a crosshair and tooltip; the summary table is on top.
 
 The page is built from one JSON document (`dashboard_data`) embedded in the HTML; the
 drawing code is a small hand-written canvas plotter (dashboard.js next to this file). In
@@ -155,6 +155,8 @@ def _annotations(data: RunData, summary: RunSummary) -> list[dict[str, Any]]:
                 reg = [x for x in regions if abs(x[0] - float(r.t0_s)) < 0.5]
                 if reg:
                     a["end"] = max(a["end"] or 0.0, reg[0][1])
+            elif r.kind == "surge":  # shaded over its rise
+                a["end"] = max(a["end"] or 0.0, float(r.peak_s))
     return sorted(by_name.values(), key=lambda a: a["t0"])
 
 

@@ -176,6 +176,44 @@ class Fault(Strict):
         return self
 
 
+class Surge(Strict):
+    """A surge: the offered rate rises by `rise` (a fraction of its value before) and by at
+    least `min_rise_rps` within `within_s` seconds (harness/analysis/surges.py)."""
+
+    rise: float = Field(0.5, gt=0, le=1000,
+                        description="fraction the rate must rise by, e.g. 0.5 = +50 %")
+    within_s: float = Field(30, gt=0, le=3600, description="seconds the rise may take")
+    min_rise_rps: float = Field(5, ge=0, le=MAX_RPS,
+                                description="smallest rise in req/s (or users) that counts")
+
+
+class Mark(Strict):
+    name: str = Field(description="the disturbance's name in summary columns, e.g. deploy")
+    at_s: float = Field(ge=0, le=MAX_RUN_S, description="seconds after load start")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _check_name(v, "mark name")
+
+
+class Disturbances(Strict):
+    """Disturbances besides load steps between stages and faults (README "Definitions")."""
+
+    surge: Surge | None = Field(default_factory=Surge,
+                                description="surges found in the offered rate; null: off")
+    marks: list[Mark] = Field(default_factory=list, max_length=100,
+                              description="disturbances named by hand at a time")
+
+    @model_validator(mode="after")
+    def _unique(self) -> Disturbances:
+        names = [m.name for m in self.marks]
+        for i, n in enumerate(names):
+            if n in names[:i]:
+                raise At(("marks", i, "name"), f"mark names must be unique: {n!r}")
+        return self
+
+
 class Slo(Strict):
     p95_ms: float = Field(300, gt=0, le=600_000)
     error_rate: float = Field(0.01, ge=0, le=1)
@@ -226,6 +264,7 @@ class Scenario(Strict):
     load: Load
     faults: list[Fault] = Field(default_factory=list, max_length=100)
     slo: Slo = Field(default_factory=Slo)
+    disturbances: Disturbances = Field(default_factory=Disturbances)
     strategies: list[Strategy] = Field(min_length=1, max_length=10)
     thresholds: list[str] = Field(default_factory=list, max_length=100,
                                   description="k6-style gates, e.g. 'autoscale.p95_ms < 300'")
@@ -259,6 +298,10 @@ class Scenario(Strict):
             for s in f.strategies or []:
                 if s not in names:
                     raise At(("faults", i, "strategies"), f"unknown strategy {s!r}")
+        for i, m in enumerate(self.disturbances.marks):
+            if self.load.stages and m.at_s >= self.load.duration_s:
+                raise At(("disturbances", "marks", i, "at_s"),
+                         f"at_s={m.at_s:g} is after the load ends ({self.load.duration_s:g} s)")
         return self
 
     def strategy(self, name: str) -> Strategy:

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from harness.deploy.local_policy import DOCKER_BACKOFF_START_S
+from harness.record.upgrade import upgrade_events
 from harness.sim.params import Range, SimParams
 
 _NUM = r"([-+0-9.eE]+)"
@@ -57,7 +58,7 @@ def observed_lags(events: pd.DataFrame, *, startup_s: float,
     out: dict[str, list[float]] = {k: [] for k in (
         "container_start_s", "lb_check_s", "dns_discovery_s", "prom_discovery_s",
         "scale_command_s", "restart_lag_s", "reschedule_lag_s")}
-    ev = events.copy()
+    ev = upgrade_events(events)  # fault action/outcome columns, also for version-1 runs
     ev["detail"] = ev["detail"].fillna("").astype(str)
     ev["replica"] = ev["replica"].fillna("").astype(str)
     keys = [k for k in ("run_id", "strategy", "trial") if k in ev.columns]
@@ -106,9 +107,8 @@ def observed_lags(events: pd.DataFrame, *, startup_s: float,
             out["scale_command_s"].extend((after - r.t_s).tolist())
         strategy = str(trial["strategy"].iloc[0])
         delay = float(restart_delay_s.get(strategy, 1.0))
-        for r in trial[(kinds == "fault") & trial["detail"].str.contains("action=crash")
-                       ].itertuples():
-            if "error=" in r.detail or not r.replica:
+        for r in trial[(kinds == "fault") & (trial["action"] == "crash")].itertuples():
+            if r.outcome in ("error", "skipped") or not r.replica:
                 continue
             rs = trial[(kinds == "replica_restarted") & (trial["replica"] == r.replica)
                        & (trial["t_s"] >= r.t_s)]

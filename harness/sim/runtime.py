@@ -64,6 +64,7 @@ class SimRuntime:
         self.load = LoadSpec.from_scenario(loaded, base_url="http://127.0.0.1:0", workers=0,
                                            seed=sc.seed + trial)
         self.warmup_rate = self.load.warmup_rps
+        self.duration_s = self.load.duration_s
         self.tps = self.params.ticks_per_s
         self.first_s = -math.ceil(self.load.warmup_s) if self.load.warmup_s > 0 else 0
         self.last_s = math.ceil(self.load.duration_s) - 1
