@@ -77,10 +77,11 @@ def render_terminal(res: CompareResult, width: int = 160) -> str:
     from rich.table import Table
 
     buf = io.StringIO()
-    con = Console(file=buf, width=width, force_terminal=True, color_system="standard")
-    con.print(f"[bold]harness compare[/bold] · {escape(res.question)}")
+    con = Console(file=buf, width=width, force_terminal=True, color_system="standard",
+                  highlight=False)
+    con.print(f"[bold]harness compare[/bold] · {escape(res.question)}", soft_wrap=True)
     for note in res.notes:
-        con.print(f"[yellow]⚠ {escape(note)}[/yellow]")
+        con.print(f"[yellow]⚠ {escape(note)}[/yellow]", soft_wrap=True)
     metrics = list(dict.fromkeys(res.table["metric"]))
     for title, cols in res.sections:
         # escape(): "[lo, hi]" and user-chosen names must not be read as rich markup
@@ -107,7 +108,8 @@ def render_terminal(res: CompareResult, width: int = 160) -> str:
             if any(cells):
                 t.add_row(escape(metric_label(metric)), *cells)
         con.print(t)
-    con.print(escape(legend(res)), style="dim")
+    for part in legend(res).split(" · "):  # one line each, never wrapped mid-phrase
+        con.print(escape(part), style="dim", soft_wrap=True)
     gate_lines = res.gate_lines
     if gate_lines:
         buf.write("\nthresholds:\n" + "\n".join(f"  {line}" for line in gate_lines) + "\n")
