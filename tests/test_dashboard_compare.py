@@ -67,7 +67,7 @@ def page_data(page: str) -> dict:
 def test_index_shows_headline_figures_per_strategy(server: DashboardServer) -> None:
     status, page = get(server, "/")
     assert status == 200
-    rows = re.findall(r"<tr data-run='b'>(.*?)</tr>", page)
+    rows = re.findall(r"<tr data-run='b'[^>]*>(.*?)</tr>", page)
     assert len(rows) == 3  # one row per strategy
     cells = [re.sub(r"<[^>]+>", "|", r) for r in rows]
     # run b, strategy autoscale: 2 trials, error rate, p95, recovery and cost

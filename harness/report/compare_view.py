@@ -29,6 +29,9 @@ from harness.analysis.rundata import capacity_of, trial_frames
 from harness.report.html import PALETTE, _annotations, _series_of, render_html
 
 CLASSES = {"green": "good", "red": "bad", "yellow": "odd", "dim": "dim"}
+# shown at once; the other metrics sit behind "all metrics" so the tables fit side by side
+KEY_METRICS = frozenset({"error_rate", "p95_ms", "p99_ms", "goodput_rps", "slo_violation_s",
+                         "recovery_s", "scale_up_reaction_s", "replica_seconds"})
 
 
 def entity_name(res: CompareResult, entity: tuple[str, str]) -> str:
@@ -84,7 +87,7 @@ def _tables(res: CompareResult, colors: Mapping[str, str]) -> list[dict[str, Any
                               "cls": CLASSES[colour(r)]})
             if any(c["text"] for c in cells):
                 rows.append({"label": metric_label(metric), "metric": metric,
-                             "cells": cells})
+                             "key": metric in KEY_METRICS, "cells": cells})
         out.append({"title": title, "rows": rows,
                     "columns": [{"title": column_title(res, e),
                                  "color": colors[entity_name(res, e)]} for e in cols]})

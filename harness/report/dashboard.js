@@ -184,8 +184,10 @@
     var C = DATA.compare;
     var box = el("div", { "class": "box", id: "compare" });
     box.appendChild(el("h2", { id: "compare-question" }, C.question));
+    var grid = el("div", { "class": "cgrid" });
     C.tables.forEach(function (T) {
-      box.appendChild(el("div", { "class": "ctitle" }, T.title));
+      var part = el("div", { "class": "cpart" });
+      part.appendChild(el("div", { "class": "ctitle" }, T.title));
       var t = el("table", { "class": "sum compare" });
       var tr = el("tr");
       tr.appendChild(el("th", null, "metric"));
@@ -198,19 +200,29 @@
       var thead = el("thead"); thead.appendChild(tr); t.appendChild(thead);
       var tb = el("tbody");
       T.rows.forEach(function (r) {
-        var row = el("tr");
+        var row = el("tr", { "data-metric": r.metric, "class": r.key ? "key" : "more" });
         row.appendChild(el("td", null, r.label));
         r.cells.forEach(function (c) {
-          var td = el("td", c.text.indexOf("not recovered") >= 0 ? { "class": "nr" } : null,
-                      c.text);
+          var td = el("td", c.text.indexOf("not recovered") >= 0 ? { "class": "nr" } : null);
+          var i = c.text.indexOf(" [");
+          td.appendChild(document.createTextNode(i > 0 ? c.text.slice(0, i) : c.text));
+          if (i > 0) td.appendChild(el("span", { "class": "iv" }, c.text.slice(i + 1)));
           if (c.delta) td.appendChild(el("span", { "class": "d " + c.cls }, "Δ " + c.delta));
           row.appendChild(td);
         });
         tb.appendChild(row);
       });
       t.appendChild(tb);
-      box.appendChild(t);
+      part.appendChild(t);
+      grid.appendChild(part);
     });
+    box.appendChild(grid);
+    var more = el("button", { id: "all-metrics" }, "all metrics");
+    more.addEventListener("click", function () {
+      var on = box.classList.toggle("all");
+      more.textContent = on ? "key metrics" : "all metrics";
+    });
+    box.appendChild(more);
     box.appendChild(el("div", { "class": "note", id: "compare-legend" }, C.legend));
     return box;
   }

@@ -13,6 +13,7 @@ HTML.
 from __future__ import annotations
 
 import html
+import json
 import math
 import threading
 from collections import OrderedDict
@@ -170,7 +171,8 @@ def index_body(runs: Sequence[Mapping[str, Any]], results_dir: Path,
                     f"value='{e(s)}'> {e(s)}</label>" for s in names)
     head = ("<tr><th>compare</th><th>run</th><th>status</th><th>scenario</th>"
             "<th>started</th><th>duration</th><th>strategy</th><th>trials</th>"
-            + "".join(f"<th>{t}</th>" for t in HEADLINE_TITLES) + "<th>files</th></tr>")
+            + "".join(f"<th class=fig>{t}</th>" for t in HEADLINE_TITLES)
+            + "<th>files</th></tr>")
     rows = []
     for r in runs:
         rid = str(r["id"])
@@ -191,7 +193,8 @@ def index_body(runs: Sequence[Mapping[str, Any]], results_dir: Path,
         for i, h in enumerate(figures):
             cells = "".join(f"<td class=fig>{e(c)}</td>" for c in h.cells)
             tail = f"<td{span}>{files}</td>" if i == 0 else ""
-            rows.append(f"<tr data-run='{e(rid)}'>{lead if i == 0 else ''}"
+            first = " class=first" if i == 0 else ""
+            rows.append(f"<tr data-run='{e(rid)}'{first}>{lead if i == 0 else ''}"
                         f"<td>{e(h.strategy)}</td><td>{h.trials or ''}</td>{cells}{tail}</tr>")
     return (
         "<h1>Runs</h1><form method=get action=/compare id=pick>"
@@ -205,7 +208,8 @@ def index_body(runs: Sequence[Mapping[str, Any]], results_dir: Path,
         f"<div class=box><table class='sum runs'><thead>{head}</thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
         "<div class=note>figures: mean over the run's trials · recovery: worst "
-        "disturbance · times in this machine's time zone</div></div></form>")
+        "disturbance · times in this machine's time zone · compared, the earlier run is A"
+        "</div></div></form>")
 
 
 class ComparePages:
@@ -231,6 +235,8 @@ class ComparePages:
             args.append("+".join(paths))
         if not args:
             return 400, _message("tick at least one run on the index page")
+        # the index lists the newest run first; A/B reads "before → after": earlier is A
+        args.sort(key=lambda a: _started(Path(a.split("+")[0])))
         opts = {"view": (query.get("view") or [""])[0] or None,
                 "baseline": (query.get("baseline") or [""])[0] or None,
                 "pool": (query.get("pool") or [""])[0] == "1",
@@ -258,6 +264,14 @@ class ComparePages:
             while len(self._cache) > self._keep:
                 self._cache.popitem(last=False)
         return 200, page
+
+
+def _started(run_dir: Path) -> str:
+    try:
+        doc = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+        return str(doc.get("started") or "")
+    except (OSError, ValueError, AttributeError):
+        return ""
 
 
 def frame(title: str, body: str) -> str:
