@@ -118,8 +118,7 @@ def within_baselines(groups: Sequence[RunGroup], entities: list[Entity],
     return out
 
 
-def ab_baselines(groups: Sequence[RunGroup],
-                 entities: list[Entity]) -> dict[Entity, Entity | None]:
+def ab_baselines(entities: list[Entity]) -> dict[Entity, Entity | None]:
     """entity → the same strategy in the first group that has it (None: it is A)."""
     out: dict[Entity, Entity | None] = {}
     for e in entities:
@@ -255,7 +254,7 @@ def build_comparison(runs: Sequence[str | Path], *, view: str | None = None,
     if view == VIEW_WITHIN:
         baselines = within_baselines(groups, entities, baseline)
     else:
-        baselines = ab_baselines(groups, entities)
+        baselines = ab_baselines(entities)
     chosen = list(metrics) if metrics else default_metrics([g.trials for g in groups])
     table = build_table(allagg, entities, chosen, baselines, view)
     return CompareResult(view=view, question=question(view, groups, baseline), table=table,
