@@ -121,18 +121,43 @@ def images_list() -> None:
 
 
 @cli.command()
-@click.argument("run_dirs", nargs=-1, required=True,
-                type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--view", type=click.Choice(["within", "ab"]), default=None,
+              help="within: strategies of a run against a baseline strategy; ab: each "
+                   "strategy against itself in the first run (default with 2+ runs).")
+@click.option("--baseline", default=None, metavar="STRATEGY",
+              help="The baseline strategy of --view within (default: the first).")
+@click.option("--pool", is_flag=True,
+              help="Pool all RUNS (one scenario) as repetitions of one run.")
+@click.option("--force", is_flag=True,
+              help="Compare runs of different scenarios anyway (the differences are "
+                   "printed above the table).")
+@click.option("--strategies", default=None, metavar="A,B", help="Only these strategies.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Write comparison.csv / comparison.html here.")
-def compare(run_dirs: tuple[Path, ...], out: Path | None) -> None:
-    """Compare strategies side by side, within and across runs, with the noise (95% CIs).
+              help="Write comparison.csv (and comparison.html) here.")
+@click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Write the compare page (panels + table) to this file "
+                                 "(default: comparison.html next to comparison.csv).")
+def compare(runs: tuple[str, ...], view: str | None, baseline: str | None, pool: bool,
+            force: bool, strategies: str | None, out: Path | None,
+            html_file: Path | None) -> None:
+    """Compare strategies within a run, or the same strategy across runs (A/B).
 
+    RUNS are run folders; RUN1+RUN2 pools those runs as repetitions of one. One run (or
+    --view within): every strategy against a baseline strategy. Two or more: each strategy
+    in run B against itself in run A, Δ = B − A, significant when Welch's t-test over the
+    trials gives p < 0.05. Runs of different scenarios are refused (exit 2) unless --force.
     The scenario's thresholds are evaluated too: a failed one exits with code 1.
     """
     from harness.analysis.compare import compare as do_compare
+    from harness.report.compare_view import write_compare_page
 
-    result = do_compare(list(run_dirs), out_dir=out, echo=click.echo)
+    result = do_compare(list(runs), out_dir=out, echo=click.echo, view=view,
+                        baseline=baseline, pool=pool, force=force,
+                        strategies=strategies.split(",") if strategies else None)
+    page = write_compare_page(result, html_file or Path(
+        result.csv_path or out or ".").with_name("comparison.html"))
+    click.echo(f"wrote {page}")
     result.raise_for_gates()
 
 
@@ -148,7 +173,8 @@ def report(run_dir: Path) -> None:
 @cli.command()
 @click.argument("results_dir", required=False, default="results",
                 type=click.Path(file_okay=False, path_type=Path))
-@click.option("--port", type=click.IntRange(0, 65535), default=8089, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8642, show_default=True,
+              help="Port on 127.0.0.1 (not Locust's 8089, which its users have open).")
 def dashboard(results_dir: Path, port: int) -> None:
     """Serve RESULTS_DIR on http://127.0.0.1:PORT: every run's dashboard, live while a
     run is still writing."""

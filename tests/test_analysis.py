@@ -9,13 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.analysis.aggregate import aggregate, bootstrap_ci
+from harness.analysis.aggregate import aggregate
 from harness.analysis.disturbances import find_disturbances
 from harness.analysis.elasticity import demand_replicas, elasticity_metrics
 from harness.analysis.latency import count_at_or_below, good_requests, window_latency
 from harness.analysis.recovery import NOT_RECOVERED, recovery_time
 from harness.analysis.rundata import SloSpec, capacity_of, load_run
 from harness.analysis.slo import slo_table, violation_seconds
+from harness.analysis.stats import METHOD_NONE, METHOD_T, mean_interval
 from harness.analysis.summary import summarize_run, summarize_trial, write_summary
 from harness.record.histogram import Histogram
 from harness.record.schema import EVENTS, SUMMARY_CORE, TIMESERIES, names
@@ -333,15 +334,16 @@ def test_load_run_without_files(tmp_path: Path) -> None:
 
 # ---------- aggregation over repetitions ----------
 
-def test_bootstrap_ci_is_seeded_and_sane() -> None:
+def test_mean_interval_is_student_t_for_few_trials() -> None:
     x = [10.0, 12.0, 11.0, 13.0, 9.0]
-    lo, hi = bootstrap_ci(x, seed=7)
-    assert (lo, hi) == bootstrap_ci(x, seed=7)
-    assert lo < np.mean(x) < hi
-    assert 9.0 <= lo and hi <= 13.0
-    assert all(math.isnan(v) for v in bootstrap_ci([5.0]))
-    assert bootstrap_ci([4.0, 4.0, 4.0]) == (4.0, 4.0)
-    assert all(math.isnan(v) for v in bootstrap_ci([math.nan, 3.0]))
+    ci = mean_interval(x)
+    # mean 11, s = 1.5811, t(0.975, 4) = 2.7764: half-width 1.9632
+    assert ci.method == METHOD_T
+    assert (ci.lo, ci.hi) == pytest.approx((11 - 1.9632, 11 + 1.9632), abs=1e-3)
+    one = mean_interval([5.0])
+    assert one.method == METHOD_NONE and math.isnan(one.lo) and math.isnan(one.hi)
+    assert (mean_interval([4.0, 4.0, 4.0]).lo, mean_interval([4.0, 4.0, 4.0]).hi) == (4.0, 4.0)
+    assert mean_interval([math.nan, 3.0]).method == METHOD_NONE
 
 
 def test_aggregate_counts_not_recovered_trials() -> None:
@@ -354,7 +356,9 @@ def test_aggregate_counts_not_recovered_trials() -> None:
     assert rec["mean"] == pytest.approx(6.0)
     p95 = agg.loc[("a", "p95_ms")]
     assert p95["mean"] == pytest.approx(110.0) and p95["ci_lo"] <= 110.0 <= p95["ci_hi"]
+    assert p95["ci_method"] == "student-t"
     assert math.isnan(agg.loc[("b", "p95_ms")]["ci_lo"])  # one trial: no CI
+    assert agg.loc[("b", "p95_ms")]["ci_method"] == "n too small"
 
 
 def test_summary_with_three_trials_aggregates(tmp_path: Path) -> None:

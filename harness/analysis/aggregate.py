@@ -1,10 +1,10 @@
-"""Mean and 95% bootstrap confidence interval over repetitions (trials).
+"""Mean and 95% interval over repetitions (trials), with the interval's method.
 
-Percentile bootstrap of the mean (Efron & Tibshirani, "An Introduction to the Bootstrap",
-1993, ch. 13): resample the trials with replacement B times, take the mean of each
-resample, report the 2.5th and 97.5th percentiles of those means. Seeded, so the same
-summary gives the same interval. With one trial there is no spread to resample: the CI
-is NaN and comparisons say the noise is unknown rather than inventing a zero-width CI.
+The interval is harness.analysis.stats.mean_interval: Student-t on the mean for 2–29
+valid trials, the expanded percentile bootstrap (seeded, so the same summary gives the
+same interval) for 30 or more, and none ("n too small") below 2 — the method is in the
+`ci_method` column. With one trial comparisons say the noise is unknown rather than
+inventing a zero-width interval.
 
 NaN values are left out (n_valid < n). For recovery times a NaN means *not recovered*:
 the mean is then over the recovered trials only and `n_missing` says how many did not
@@ -19,27 +19,11 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from harness.analysis.stats import DEFAULT_RESAMPLES, mean_interval
+
 KEY = ("run_id", "strategy", "trial")
 AGGREGATE_COLUMNS = ("run_id", "strategy", "metric", "n", "n_valid", "n_missing", "mean",
-                     "ci_lo", "ci_hi", "std", "min", "max")
-DEFAULT_RESAMPLES = 2000
-
-
-def bootstrap_ci(values: Sequence[float] | np.ndarray, *, confidence: float = 0.95,
-                 n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> tuple[float, float]:
-    """Percentile-bootstrap CI of the mean; NaNs dropped; (nan, nan) for fewer than 2."""
-    x = np.asarray(values, dtype=float)
-    x = x[~np.isnan(x)]
-    if len(x) < 2:
-        return math.nan, math.nan
-    if np.all(x == x[0]):
-        return float(x[0]), float(x[0])
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(x), size=(n_resamples, len(x)))
-    means = x[idx].mean(axis=1)
-    alpha = (1.0 - confidence) / 2.0
-    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
-    return float(lo), float(hi)
+                     "ci_lo", "ci_hi", "ci_method", "std", "min", "max")
 
 
 def numeric_metrics(summary: pd.DataFrame) -> list[str]:
@@ -56,7 +40,7 @@ def numeric_metrics(summary: pd.DataFrame) -> list[str]:
 def aggregate(summary: pd.DataFrame, metrics: Sequence[str] | None = None, *,
               seed: int = 0, confidence: float = 0.95,
               n_resamples: int = DEFAULT_RESAMPLES) -> pd.DataFrame:
-    """Long table: one row per run × strategy × metric with n, mean and CI."""
+    """Long table: one row per run × strategy × metric with n, mean, interval and method."""
     if summary.empty:
         return pd.DataFrame(columns=list(AGGREGATE_COLUMNS))
     metrics = list(metrics) if metrics is not None else numeric_metrics(summary)
@@ -67,13 +51,12 @@ def aggregate(summary: pd.DataFrame, metrics: Sequence[str] | None = None, *,
                 continue
             v = pd.to_numeric(g[metric], errors="coerce").to_numpy(dtype=float)
             valid = v[~np.isnan(v)]
-            lo, hi = bootstrap_ci(valid, confidence=confidence, n_resamples=n_resamples,
-                                  seed=seed)
+            ci = mean_interval(valid, confidence, seed=seed, n_resamples=n_resamples)
             rows.append({
                 "run_id": run_id, "strategy": strategy, "metric": metric,
                 "n": len(v), "n_valid": len(valid), "n_missing": len(v) - len(valid),
                 "mean": float(valid.mean()) if len(valid) else math.nan,
-                "ci_lo": lo, "ci_hi": hi,
+                "ci_lo": ci.lo, "ci_hi": ci.hi, "ci_method": ci.method,
                 "std": float(valid.std(ddof=1)) if len(valid) > 1 else math.nan,
                 "min": float(valid.min()) if len(valid) else math.nan,
                 "max": float(valid.max()) if len(valid) else math.nan,

@@ -12,8 +12,8 @@ stable), then five columns per disturbance, in time order, named
   scale_up_reaction_s_<d>  disturbance → first new replica ready within its window; empty = none
 
 The measured window is t_s ≥ 0 (warm-up excluded). disturbances.csv holds the same
-per-disturbance figures in long form; summary_aggregate.csv the mean and 95% bootstrap
-CI over repetitions (harness.analysis.aggregate).
+per-disturbance figures in long form; summary_aggregate.csv the mean and 95% interval
+over repetitions with its method (harness.analysis.aggregate).
 """
 
 from __future__ import annotations

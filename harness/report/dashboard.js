@@ -110,6 +110,7 @@
     head.appendChild(el("h1", null, "harness · " + run.id));
     var badge = el("span", { "class": "badge " + run.status, id: "status" },
                    run.status === "running" ? "● live — running" : run.status);
+    if (DATA.compare) badge.textContent = DATA.compare.view === "ab" ? "A/B" : "within";
     head.appendChild(badge);
     var meta = [];
     if (run.scenario) meta.push("scenario " + run.scenario);
@@ -141,7 +142,11 @@
       g.appendChild(ul);
       app.appendChild(g);
     }
-    app.appendChild(summaryTable());
+    if (DATA.compare) {
+      app.appendChild(compareTables());
+    } else {
+      app.appendChild(summaryTable());
+    }
     if (DATA.disturbances && DATA.disturbances.length) app.appendChild(disturbanceTable());
     app.appendChild(toolbar());
     var grid = el("div", { "class": "grid", id: "panels" });
@@ -175,6 +180,55 @@
     t.appendChild(tb);
     box.appendChild(t);
     box.appendChild(el("div", { "class": "note" }, S.note));
+    return box;
+  }
+
+  /* `harness compare` pages: DATA.compare holds tables already worded in Python
+   * (harness.report.compare_view), so the page says exactly what the terminal says. */
+  function compareTables() {
+    var C = DATA.compare;
+    var box = el("div", { "class": "box", id: "compare" });
+    box.appendChild(el("h2", { id: "compare-question" }, C.question));
+    var grid = el("div", { "class": "cgrid" });
+    C.tables.forEach(function (T) {
+      var part = el("div", { "class": "cpart" });
+      part.appendChild(el("div", { "class": "ctitle" }, T.title));
+      var t = el("table", { "class": "sum compare" });
+      var tr = el("tr");
+      tr.appendChild(el("th", null, "metric"));
+      T.columns.forEach(function (c) {
+        var th = el("th");
+        th.appendChild(el("span", { "class": "swatch", style: "background:" + c.color }));
+        th.appendChild(document.createTextNode(" " + c.title));
+        tr.appendChild(th);
+      });
+      var thead = el("thead"); thead.appendChild(tr); t.appendChild(thead);
+      var tb = el("tbody");
+      T.rows.forEach(function (r) {
+        var row = el("tr", { "data-metric": r.metric, "class": r.key ? "key" : "more" });
+        row.appendChild(el("td", null, r.label));
+        r.cells.forEach(function (c) {
+          var td = el("td", c.text.indexOf("not recovered") >= 0 ? { "class": "nr" } : null);
+          var i = c.text.indexOf(" [");
+          td.appendChild(document.createTextNode(i > 0 ? c.text.slice(0, i) : c.text));
+          if (i > 0) td.appendChild(el("span", { "class": "iv" }, c.text.slice(i + 1)));
+          if (c.delta) td.appendChild(el("span", { "class": "d " + c.cls }, "Δ " + c.delta));
+          row.appendChild(td);
+        });
+        tb.appendChild(row);
+      });
+      t.appendChild(tb);
+      part.appendChild(t);
+      grid.appendChild(part);
+    });
+    box.appendChild(grid);
+    var more = el("button", { id: "all-metrics" }, "all metrics");
+    more.addEventListener("click", function () {
+      var on = box.classList.toggle("all");
+      more.textContent = on ? "key metrics" : "all metrics";
+    });
+    box.appendChild(more);
+    box.appendChild(el("div", { "class": "note", id: "compare-legend" }, C.legend));
     return box;
   }
 
@@ -286,7 +340,7 @@
           var ys = d[sd.key];
           if (!ys || !ys.some(function (v) { return v !== null; })) return;
           if (sd.once) onceDone[sd.key] = true;
-          lines.push({ t: d.t, y: ys, def: sd, color: sd.color || s.color,
+          lines.push({ t: d.t, y: ys, def: sd, color: sd.color || s.color, owner: s.name,
                        name: sd.once ? sd.label : s.name + (state.trial === "all" ? " #" + tr : "") +
                        " " + sd.label });
         });
@@ -373,6 +427,9 @@
     }
     c.panel.setAttribute("data-points", String(points));
     c.panel.setAttribute("data-series", String(c.lines.length));
+    var owners = {};
+    c.lines.forEach(function (L) { if (!L.def.once) owners[L.owner] = true; });
+    c.panel.setAttribute("data-strategies", String(Object.keys(owners).length));
     c.panel.setAttribute("data-rendered", "1");
   }
 

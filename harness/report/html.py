@@ -31,11 +31,12 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis.aggregate import aggregate
-from harness.analysis.compare import cell_text, metric_info, recovered_metric
+from harness.analysis.cells import cell_text, metric_info, recovered_metric
 from harness.analysis.disturbances import load_regions
 from harness.analysis.elasticity import demand_replicas
 from harness.analysis.latency import per_second_percentile
 from harness.analysis.rundata import RunData, capacity_of, load_run, trial_frames
+from harness.analysis.stats import METHOD_TEXT
 from harness.analysis.summary import RunSummary, summarize_run, write_summary
 from harness.analysis.thresholds import evaluate_thresholds
 from harness.errors import HarnessError
@@ -119,8 +120,10 @@ def _summary_table(summary: RunSummary, strategies: list[str], colors: dict[str,
             cells.append(cell_text(m, a.iloc[0], rec.iloc[0] if len(rec) else None))
         n = len(trials[trials["strategy"] == s])
         rows.append({"strategy": s, "color": colors[s], "trials": n, "cells": cells})
+    methods = list(dict.fromkeys(agg["ci_method"].dropna())) if len(agg) else []
     return {"columns": cols, "metrics": metrics, "rows": rows,
-            "note": "mean over trials [95% bootstrap CI] when there are several"}
+            "note": "mean over trials [lo, hi]: 95 % interval of the mean — "
+                    + ("; ".join(METHOD_TEXT.get(m, m) for m in methods) or "none")}
 
 
 def _disturbance_table(summary: RunSummary, colors: dict[str, str]) -> list[dict[str, Any]]:

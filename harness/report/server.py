@@ -5,6 +5,10 @@
                             is `running` the page polls data.json and redraws in place
     /run/<id>/data.json     the dashboard's data (harness.report.html.dashboard_data)
     /run/<id>/<file>        run.json and the CSVs / report.html, for download
+    /compare?run=A&run=B…   ticked runs and strategies compared (harness.report.pages)
+
+The index shows headline figures per strategy and picks runs for /compare; both pages are
+built in harness.report.pages, this module only routes and guards.
 
 Only folder names directly under RESULTS_DIR are served and only the files listed in
 `FILES`: a request cannot climb out of the results folder (`..`, encoded or not, and
@@ -16,21 +20,24 @@ loopback address get 421 and every response carries a CSP (harness.report.websec
 
 from __future__ import annotations
 
+import errno
 import html
 import json
 import os
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from harness.analysis.rundata import load_run
 from harness.errors import UsageError
 from harness.fsutil import RUN_ID_RE, UnsafeFileError, is_regular, read_regular
 from harness.report.html import HERE, _json_for_script, dashboard_data, render_html
+from harness.report.pages import ComparePages, Headlines, index_body
 from harness.report.websec import header_csp, host_ok
 from harness.runlock import effective_status
 
@@ -44,6 +51,8 @@ REQUEST_TIMEOUT_S = 10  # a client that stalls mid-request is dropped, not waite
 _CSP = header_csp(((HERE / "dashboard.js").read_text(encoding="utf-8"),))
 LIVE_INTERVAL_MS = 3000
 INDEX_REFRESH_S = 5
+# not 8089: Locust's web UI uses that one, and its users already have it open
+DEFAULT_PORT = 8642
 
 
 def _sig(run_dir: Path) -> tuple[tuple[int, int], ...]:
@@ -66,6 +75,8 @@ class DashboardServer(ThreadingHTTPServer):
         self.live_interval_ms = live_interval_ms
         self._cache: dict[str, tuple[tuple[tuple[int, int], ...], dict[str, Any]]] = {}
         self._lock = threading.Lock()
+        self.headlines = Headlines()
+        self.compare_pages = ComparePages()
         super().__init__(address, Handler)
 
     def run_dir(self, run_id: str) -> Path | None:
@@ -102,7 +113,8 @@ class DashboardServer(ThreadingHTTPServer):
                             ended=str(rj.get("ended") or ""))
             except (OSError, UnsafeFileError, ValueError, AttributeError):
                 pass
-            info["mtime"] = max((os.lstat(f).st_mtime for f in p.iterdir() if is_regular(f)),
+            info["mtime"] = max((os.lstat(f).st_mtime for f in p.iterdir()
+                                 if is_regular(f)),
                                 default=p.stat().st_mtime)
             out.append(info)
         return sorted(out, key=lambda r: r["mtime"], reverse=True)
@@ -154,6 +166,10 @@ class Handler(BaseHTTPRequestHandler):
             return self._not_found()
         if path == "/":
             return self._index()
+        if path == "/compare":
+            status, page = self.server.compare_pages.page(
+                parse_qs(urlsplit(self.path).query), self.server.run_dir)
+            return self._send(HTTPStatus(status), "text/html; charset=utf-8", page.encode())
         if path in ("/favicon.ico", "/robots.txt"):
             return self._send(HTTPStatus.NO_CONTENT, "text/plain", b"")
         parts = path.split("/")
@@ -204,23 +220,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def _index(self) -> None:
         runs = self.server.runs()
-        e = html.escape
-        rows = []
-        for r in runs:
-            files = " ".join(f"<a href='/run/{e(r['id'])}/{f}'>{f}</a>"
-                             for f in ("timeseries.csv", "events.csv", "run.json")
-                             if is_regular(self.server.results_dir / r["id"] / f))
-            rows.append(
-                f"<tr><td><a href='/run/{e(r['id'])}/'>{e(r['id'])}</a></td>"
-                f"<td><span class='badge {e(r['status'])}'>{e(r['status'])}</span></td>"
-                f"<td>{e(r['scenario'])}</td><td>{e(', '.join(r['strategies']))}</td>"
-                f"<td>{e(r['started'])}</td><td>{e(r['ended'])}</td><td>{files}</td></tr>")
+        body = index_body(runs, self.server.results_dir, self.server.headlines.get,
+                          datetime.now().astimezone())
         live = any(r["status"] == "running" for r in runs)
-        table = ("<table class=sum><thead><tr><th>run</th><th>status</th><th>scenario</th>"
-                 "<th>strategies</th><th>started</th><th>ended</th><th>files</th></tr>"
-                 f"</thead><tbody>{''.join(rows)}</tbody></table>" if rows else
-                 f"<p>No runs in {e(str(self.server.results_dir))} yet.</p>")
-        page = _page("harness · runs", f"<h1>Runs</h1><div class=box>{table}</div>",
+        page = _page("harness · runs", body,
                      refresh_s=INDEX_REFRESH_S if live else None)
         self._send(HTTPStatus.OK, "text/html; charset=utf-8", page.encode())
 
@@ -249,13 +252,20 @@ def _page(title: str, body: str, refresh_s: int | None = None) -> str:
             f"<body><div id=app>{body}</div></body></html>\n")
 
 
-def make_server(results_dir: str | Path, host: str = "127.0.0.1", port: int = 8089,
+def make_server(results_dir: str | Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                 live_interval_ms: int = LIVE_INTERVAL_MS) -> DashboardServer:
-    """A bound, not yet serving server (port 0: any free port; see .server_address)."""
-    return DashboardServer(Path(results_dir), (host, port), live_interval_ms)
+    """A bound, not yet serving server (port 0: any free port; see .server_address).
+    A busy port is a UsageError (one line, exit 2), not a traceback."""
+    try:
+        return DashboardServer(Path(results_dir), (host, port), live_interval_ms)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise UsageError(f"port {port} on {host} is busy (another dashboard or program "
+                             "uses it); pick another with --port") from None
+        raise
 
 
-def serve(results_dir: str | Path, host: str = "127.0.0.1", port: int = 8089,
+def serve(results_dir: str | Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
           echo: Callable[[str], object] | None = None) -> None:
     """Serve until Ctrl-C."""
     try:
