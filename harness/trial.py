@@ -19,6 +19,7 @@ from harness.errors import DeployError
 from harness.faults.timeline import FaultTimeline, plan
 from harness.platform import Platform
 from harness.record.histogram import Histogram
+from harness.record.kept_metrics import KeptMetrics
 from harness.record.schema import DECISIONS, EVENTS, TIMESERIES
 from harness.record.writer import CsvSink
 from harness.scenario.loader import LoadedScenario
@@ -32,8 +33,20 @@ class Recorder:
     """The run's three CSVs; every trial writes through it."""
 
     def __init__(self, run_dir: Path, run_id: str,
-                 on_row: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_row: Callable[[dict[str, Any]], None] | None = None,
+                 kept: KeptMetrics | None = None) -> None:
         self.run_id = run_id
+        # each trial's Prometheus data kept under run_dir/metrics (--keep-metrics)
+        self.kept = kept
+        if kept is not None:
+            live = on_row
+
+            def both(row: dict[str, Any]) -> None:
+                kept.observe_row(row)
+                if live is not None:
+                    live(row)
+
+            on_row = both
         # live view of each row (the harness's own /metrics for Grafana), never blocking
         self.on_row = on_row
         self.timeseries = CsvSink(run_dir / "timeseries.csv", TIMESERIES)
@@ -58,6 +71,7 @@ class TrialResult:
     replicas_min: int = 0
     replicas_max: int = 0
     loadgen_saturated: bool = False
+    kept_metrics_bytes: int | None = None  # --keep-metrics: size of metrics/<trial>/
     start_to_ready_s: list[float] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -119,7 +133,8 @@ def app_spec(loaded: LoadedScenario) -> AppSpec:
 
 
 def make_deployer(plat: Platform, strategy: Strategy, spec: DeploySpec,
-                  on_event: Callable[[DeployEvent], None], clock: Clock) -> Deployer:
+                  on_event: Callable[[DeployEvent], None], clock: Clock,
+                  keep_metrics_dir: Path | None = None) -> Deployer:
     from harness.deploy import registry
 
     if plat.name == "local" and ("local", strategy.kind) not in registry.DEPLOYERS:
@@ -129,7 +144,9 @@ def make_deployer(plat: Platform, strategy: Strategy, spec: DeploySpec,
     extra = {"emit_replica_events": False} if plat.name == "local" else {}
     return registry.create(plat.name, strategy.kind, spec=spec, on_event=on_event,
                            clock=clock, client=plat.docker,
-                           restart_delay_s=strategy.restart_delay_s, **extra)
+                           restart_delay_s=strategy.restart_delay_s,
+                           registry=plat.registry, keep_metrics_dir=keep_metrics_dir,
+                           **extra)
 
 
 def wait_ready(deployer: Deployer, n: int, clock: Clock, stop: threading.Event,
@@ -186,7 +203,8 @@ def run_trial(loaded: LoadedScenario, strategy: Strategy, trial: int, plat: Plat
                       app=app_spec(loaded), replicas=strategy.replicas)
     echo(f"── trial {strategy.name} #{trial} ({strategy.kind}, {strategy.replicas} replicas"
          f"{', autoscaler ' + strategy.autoscaler.policy if strategy.autoscaler else ''})")
-    deployer = make_deployer(plat, strategy, spec, on_event, clock)
+    kept_dir = recorder.kept.trial_dir(spec.trial_id) if recorder.kept else None
+    deployer = make_deployer(plat, strategy, spec, on_event, clock, kept_dir)
     snap = _Snapshot()
     threads: list[threading.Thread] = []
     trial_stop = threading.Event()
@@ -290,8 +308,21 @@ def run_trial(loaded: LoadedScenario, strategy: Strategy, trial: int, plat: Plat
             watcher.stop()
             res.start_to_ready_s = list(getattr(watcher, "start_to_ready_s", []))
         deployer.teardown()
+        if recorder.kept is not None:
+            _finish_kept(recorder.kept, spec.trial_id, res, echo)
     res.p95_ms = hist_total.percentile(95)
     return res
+
+
+def _finish_kept(kept: KeptMetrics, trial_id: str, res: TrialResult,
+                 echo: Callable[[str], None]) -> None:
+    try:
+        res.kept_metrics_bytes = kept.finish_trial(trial_id)
+        echo(f"  kept metrics: {kept.root / trial_id} "
+             f"({res.kept_metrics_bytes / 1e6:.1f} MB)")
+    except Exception as e:  # the measured CSVs stay valid without the kept blocks
+        res.warnings.append(f"{trial_id}: kept metrics incomplete: {e}")
+        echo(f"WARNING: {trial_id}: kept metrics incomplete: {e}")
 
 
 def _controller_thread(strategy: Strategy, deployer: Deployer, clock: Clock, t0: float,

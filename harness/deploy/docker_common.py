@@ -21,6 +21,7 @@ socket in a bind-mounted host directory.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -270,6 +271,11 @@ def remove_workdirs(run_id: str | None, root: Path = WORKDIR_ROOT,
     return removed
 
 
+def harness_user() -> str:
+    """"uid:gid" of the harness: Prometheus writes its TSDB as the user who runs us."""
+    return f"{os.getuid()}:{os.getgid()}"
+
+
 def write_text(path: Path, text: str) -> None:
     path.write_text(text)
     path.chmod(0o644)
@@ -319,7 +325,9 @@ class DockerDeployerBase:
                  deploy_timeout_s: float = 90.0, workdir_root: Path = WORKDIR_ROOT,
                  haproxy_settings: haproxy.HAProxySettings | None = None,
                  scrape_interval_s: float = 1.0,
-                 health_interval_s: float = HEALTH_INTERVAL_S) -> None:
+                 health_interval_s: float = HEALTH_INTERVAL_S,
+                 registry: str | None = None,
+                 keep_metrics_dir: Path | None = None) -> None:
         if client is None:
             raise PrerequisiteError("the docker platform needs a Docker client")
         self.client = client
@@ -329,6 +337,19 @@ class DockerDeployerBase:
         self.lb_image = lb_image or default_image("haproxy", LB_IMAGE)
         self.prometheus_image = prometheus_image or default_image("prometheus",
                                                                   PROMETHEUS_IMAGE)
+        # images through a registry (registry_images.py): our own images by its names
+        self.registry = registry
+        if registry:
+            from harness.deploy.registry_images import run_ref
+
+            self.lb_image = run_ref("haproxy", registry, self.lb_image)
+            self.prometheus_image = run_ref("prometheus", registry, self.prometheus_image)
+            self.spec = spec = dataclasses.replace(
+                spec, app=dataclasses.replace(spec.app,
+                                              image=run_ref("app", registry, spec.app.image)))
+        self.pull_s: dict[str, float] = {}
+        # each trial's Prometheus data kept there (kept_metrics.py); None: thrown away
+        self.keep_metrics_dir = keep_metrics_dir
         self.deploy_timeout_s = deploy_timeout_s
         self.workdir_root = workdir_root
         self.haproxy_settings = haproxy_settings or haproxy.HAProxySettings(
@@ -375,9 +396,8 @@ class DockerDeployerBase:
                 raise DeployError(f"a {type(self).__name__} deploys once; create a new one "
                                   "per trial")
             self._deployed = True
-        require_images(self.client, self.spec.app.image, self.lb_image,
-                       self.prometheus_image)
         t0 = self._clock.now()
+        self._get_images()
         self.workdir = make_workdir(self.spec, self.kind, self.workdir_root)
         try:
             self._deploy()
@@ -388,8 +408,26 @@ class DockerDeployerBase:
             raise
         except Exception as e:
             raise DeployError(f"{self.kind} deploy failed: {type(e).__name__}: {e}") from e
+        pulled = f" pull_s={sum(self.pull_s.values()):.2f}" if self.pull_s else ""
         self.emit("deployed", detail=f"replicas={self.spec.replicas} lb={self.lb_url()} "
-                                     f"took_s={self._clock.now() - t0:.2f}")
+                                     f"took_s={self._clock.now() - t0:.2f}{pulled}")
+
+    # the engine pulls the app image itself (Swarm) instead of the harness pulling it
+    engine_pulls_app = False
+
+    def _get_images(self) -> None:
+        """Pull from the registry when one is set, else require the local images."""
+        if not self.registry:
+            require_images(self.client, self.spec.app.image, self.lb_image,
+                           self.prometheus_image)
+            return
+        from harness.deploy.registry_images import pull
+
+        refs = [self.lb_image, self.prometheus_image]
+        if not self.engine_pulls_app:
+            refs.insert(0, self.spec.app.image)
+        for ref in dict.fromkeys(refs):
+            self.pull_s[ref] = round(pull(self.client, ref), 3)
 
     def _deploy(self) -> None:
         raise NotImplementedError
@@ -455,8 +493,9 @@ class DockerDeployerBase:
             self._torn_down = True
             self._cache = None
             errors: list[str] = []
-            for step in (self._unpause_all, self._teardown_app, self._remove_aux,
-                         self._remove_network, self._sweep_trial, self._after_teardown):
+            for step in (self._snapshot_metrics, self._unpause_all, self._teardown_app,
+                         self._remove_aux, self._remove_network, self._sweep_trial,
+                         self._after_teardown, self._finalize_metrics):
                 try:
                     step()
                 except Exception as e:
@@ -597,19 +636,21 @@ class DockerDeployerBase:
     def _prometheus_mounts(self) -> dict[str, dict[str, str]]:
         assert self.workdir is not None
         return {str(self.workdir / "prometheus"): {"bind": prometheus.CONFIG_DIR,
-                                                   "mode": "ro"}}
+                                                   "mode": "ro"},
+                str(self._prometheus_data()): {"bind": prometheus.DATA_DIR, "mode": "rw"}}
 
     def _start_aux(self, network: str, app_dns_name: str) -> None:
         """LB and Prometheus as plain containers (manual, orchestrated)."""
         self._render_prometheus(app_dns_name, f"{LB_ALIAS}:{haproxy.STATS_PORT}")
-        for role, image, alias, ports, volumes, command in (
+        for role, image, alias, ports, volumes, command, user in (
                 ("lb", self.lb_image, LB_ALIAS, (haproxy.LB_PORT, haproxy.STATS_PORT),
-                 self._lb_mounts(), None),
+                 self._lb_mounts(), None, None),
                 ("prometheus", self.prometheus_image, PROMETHEUS_ALIAS, (prometheus.PORT,),
-                 self._prometheus_mounts(), prometheus.command())):
+                 self._prometheus_mounts(), prometheus.command(self._prometheus_retention()),
+                 harness_user())):
             c = self.client.api.create_container(
                 image, name=self.name(role), labels=self.labels(role), detach=True,
-                command=command, ports=list(ports),
+                command=command, ports=list(ports), user=user,
                 host_config=self.client.api.create_host_config(
                     port_bindings={p: ("127.0.0.1", None) for p in ports},
                     binds=volumes,
@@ -676,6 +717,34 @@ class DockerDeployerBase:
             self._clock.sleep(0.2)
 
     # ── tear-down steps ────────────────────────────────────────────────────────────
+    def _snapshot_metrics(self) -> None:
+        """A kept trial: the head and WAL as blocks before Prometheus goes (kept_tsdb.py)."""
+        self._metrics_snapshot: str | None = None
+        url = self.prometheus_url()
+        if self.keep_metrics_dir is not None and url:
+            from harness.deploy.kept_tsdb import snapshot
+
+            self._metrics_snapshot = snapshot(url)
+
+    def _finalize_metrics(self) -> None:
+        if self.keep_metrics_dir is not None:
+            from harness.deploy.kept_tsdb import finalize
+
+            finalize(self.keep_metrics_dir, getattr(self, "_metrics_snapshot", None))
+
+    def _prometheus_data(self) -> Path:
+        """The host folder Prometheus writes its TSDB into (it runs as our uid)."""
+        assert self.workdir is not None
+        if self.keep_metrics_dir is not None:
+            self.keep_metrics_dir.mkdir(parents=True, exist_ok=True)
+            return self.keep_metrics_dir.resolve()
+        data = self.workdir / "prometheus-data"
+        data.mkdir(exist_ok=True)
+        return data
+
+    def _prometheus_retention(self) -> str:
+        return prometheus.KEPT_RETENTION if self.keep_metrics_dir is not None else "1h"
+
     def _trial_containers(self, role: str | None = None) -> list[Any]:
         return list_containers(
             self.client, label_filters(self.spec.run_id, self.spec.trial_id, role))
