@@ -107,6 +107,8 @@ def test_registry_script_up_status_down() -> None:
                            text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert not folder.exists()
+    # the last registry takes the shared parent folder with it
+    assert not local_registry.ROOT.exists() or any(local_registry.ROOT.iterdir())
     assert not Path(f"/proc/{pid}").exists() or b"docker-registry" not in Path(
         f"/proc/{pid}/cmdline").read_bytes()
     r = subprocess.run([script, "status", "--port", str(port)], capture_output=True,
@@ -121,6 +123,19 @@ def _tags_in_registry(port: int, repo: str) -> set[str]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/{repo}/tags/list",
                                 timeout=10) as resp:
         return set(json.loads(resp.read())["tags"] or [])
+
+
+def _served(lb_url: str, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(lb_url + "/work", timeout=5) as resp:
+                if resp.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.5)
+    return False
 
 
 def _remove_tag(client: Any, ref: str) -> None:
@@ -147,9 +162,11 @@ def _restore(client: Any, ids: dict[str, str], prefix: str) -> None:
             image = client.images.get(registry_refs(prefix)[role])
         repo, tag = DEFAULT_REFS[role].split(":")
         image.tag(repo, tag)
-        for t in client.images.get(image.id).tags:
-            if t.startswith(prefix + "/"):
-                _remove_tag(client, t)
+        attrs = client.images.get(image.id).attrs
+        # tags, and the digest references a pull by digest leaves (Swarm's)
+        for ref in [*(attrs.get("RepoTags") or []), *(attrs.get("RepoDigests") or [])]:
+            if ref.startswith(prefix.split("/")[0] + "/"):
+                _remove_tag(client, ref)
 
 
 @pytest.mark.docker
@@ -214,8 +231,8 @@ def test_push_remove_local_tags_and_deploy_every_strategy_from_the_registry(
                 times[f"{kind}_deploy_to_ready_s"] = round(time.monotonic() - t0, 1)
                 times[f"{kind}_pull_s"] = dict(d.pull_s)  # type: ignore[attr-defined]
                 assert d.spec.app.image == registry_refs(prefix)["app"]  # type: ignore
-                with urllib.request.urlopen(d.lb_url() + "/work", timeout=10) as resp:
-                    assert resp.status == 200
+                # HAProxy routes once its own checks pass (a few seconds on a busy host)
+                assert _served(d.lb_url(), timeout_s=60), "the LB never served /work"
                 if kind == "orchestrated":
                     svc = docker_client.services.get(d.service_name)  # type: ignore
                     image = svc.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
@@ -243,6 +260,33 @@ def test_push_remove_local_tags_and_deploy_every_strategy_from_the_registry(
         (art / "registry_times.json").write_text(json.dumps(times, indent=1))
     for role, ref in DEFAULT_REFS.items():
         assert docker_client.images.get(ref).id == ids[role]
-        assert not [t for t in docker_client.images.get(ref).tags if t.startswith(prefix)]
+        attrs = docker_client.images.get(ref).attrs
+        assert not [t for t in [*attrs["RepoTags"], *(attrs.get("RepoDigests") or [])]
+                    if t.startswith(prefix)]
     assert not (reg_root / str(port)).exists()
     assert not local_registry.status(port, reg_root).answers
+
+
+def test_bad_registry_names_exit_2_before_anything(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli import main
+
+    assert main(["images", "push", "harness"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and ("REGISTRY[/PREFIX]" in err[0] or "Docker Hub" in err[0])
+    sc = tmp_path / "bad.yaml"
+    sc.write_text("name: bad\nimages:\n  registry: 'Not A Registry'\nload:\n  stages:\n"
+                  "    - {duration_s: 5, rps: 10}\nstrategies:\n"
+                  "  - {name: m, kind: manual, replicas: 1}\n"
+                  f"output: {tmp_path / 'results'}\n")
+    assert main(["run", str(sc), "--platform", "sim"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.yaml:3" in err[0] and "images.registry" in err[0], err
+    assert not (tmp_path / "results").exists()
+    good = tmp_path / "good.yaml"
+    good.write_text(sc.read_text().replace("'Not A Registry'", "127.0.0.1:5000"))
+    # a registry is for the docker platform only
+    assert main(["run", str(good), "--platform", "sim"]) == 2
+    assert "docker platform" in capsys.readouterr().err
+    assert main(["run", str(good), "--platform", "sim", "--keep-metrics"]) == 2
+    assert not (tmp_path / "results").exists()

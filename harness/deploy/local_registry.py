@@ -219,6 +219,9 @@ def down(port: int = DEFAULT_PORT, root: Path = ROOT, keep_data: bool = False) -
         size = _size(folder)
         shutil.rmtree(folder, ignore_errors=True)
         lines.append(f"removed registry storage {folder} ({size / 1e6:.1f} MB)")
+        with contextlib.suppress(OSError):  # the last one takes the parent with it
+            if not root.is_symlink() and not any(root.iterdir()):
+                root.rmdir()
     return lines
 
 
@@ -235,7 +238,4 @@ def sweep(root: Path = ROOT) -> list[str]:
     lines: list[str] = []
     for port in known_ports(root):
         lines.extend(down(port, root))
-    with contextlib.suppress(OSError):
-        if root.is_dir() and not root.is_symlink() and not any(root.iterdir()):
-            root.rmdir()
     return lines
