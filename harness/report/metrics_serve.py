@@ -6,7 +6,8 @@ A run made with `--keep-metrics` holds each trial's TSDB blocks in RUN_DIR/metri
 dashboards/README.md) over a copy of every trial's blocks in one temporary TSDB, so the
 run folder is never written to; trials do not overlap in time, and Prometheus merges
 overlapping blocks anyway. Nothing is scraped (an empty scrape config), retention is
-100 years (the data is old by definition). Ctrl-C stops it and removes the copy.
+100 years (the data is old by definition), and the lookback is 10 s instead of 5 min
+(the trials were scraped every second). Ctrl-C stops it and removes the copy.
 """
 
 from __future__ import annotations
@@ -110,7 +111,10 @@ def start(run_dir: Path, port: int = DEFAULT_PORT) -> KeptServer:
         (data / "prometheus.yml").write_text(_CONFIG)
         cmd = [binary, f"--config.file={data / 'prometheus.yml'}",
                f"--storage.tsdb.path={tsdb}", "--storage.tsdb.retention.time=100y",
-               f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]
+               f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
+               # scraped every second: a series 10 s without samples has ended (the
+               # default 5 min would draw one trial's last value into the next trial)
+               "--query.lookback-delta=10s"]
         run_label = f"metrics-serve-{run_dir.resolve().name}"[:100]
         proc = spawn(cmd, env=os.environ, log_path=data / "prometheus.log",
                      run_id=run_label)
