@@ -11,8 +11,9 @@ lives in `/var/tmp/harness-registry/<port>/`:
     data/                   the blobs and manifests
     registry.log            its log
 
-`harness registry down` stops it and removes the folder; `harness clean --volumes` does
-the same for every folder carrying the marker. The process does not carry the harness's
+`harness registry down` stops it, removes the folder and untags the engine's names of its
+images (`127.0.0.1:<port>/…`); `harness clean --volumes` does the same for every folder
+carrying the marker. The process does not carry the harness's
 process labels (local_procs.MANAGED_ENV): a plain `harness clean` sweeps leftovers of runs,
 and a registry holding pushed images is kept data, removed only when asked.
 """
@@ -204,8 +205,36 @@ def _stop_pid(pid: int, config: Path, grace_s: float = 5.0) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def untag_local(port: int) -> list[str]:
+    """Remove the engine's names of images from the registry on `port` (tags from `harness
+    images push`, names and digests a deployer or Swarm pulled): they point at a registry
+    that is going away. Untag only: an image keeps its other names, and one a container
+    still uses stays."""
+    try:
+        from harness.platform import docker_client
+
+        client = docker_client(timeout_s=10)
+    except Exception:  # no engine: nothing can carry such names
+        return []
+    import docker.errors
+
+    prefixes = (f"127.0.0.1:{port}/", f"localhost:{port}/")
+    lines = []
+    for image in client.images.list():
+        refs = [*(image.attrs.get("RepoTags") or []), *(image.attrs.get("RepoDigests") or [])]
+        for ref in refs:
+            if ref.startswith(prefixes):
+                try:
+                    client.images.remove(ref, noprune=True)
+                    lines.append(f"untagged {ref}")
+                except docker.errors.APIError as e:
+                    lines.append(f"kept {ref}: {e.explanation or e}")
+    return lines
+
+
 def down(port: int = DEFAULT_PORT, root: Path = ROOT, keep_data: bool = False) -> list[str]:
-    """Stop the registry on `port` and remove its folder (unless keep_data)."""
+    """Stop the registry on `port` and remove its folder and the engine's names of its
+    images (unless keep_data)."""
     folder = folder_of(port, root)
     doc = _read_marker(folder)
     if doc is None:
@@ -216,6 +245,7 @@ def down(port: int = DEFAULT_PORT, root: Path = ROOT, keep_data: bool = False) -
         _stop_pid(pid, folder / "config.yml")
         lines.append(f"stopped registry 127.0.0.1:{port} (pid {pid})")
     if not keep_data:
+        lines.extend(untag_local(port))
         size = _size(folder)
         shutil.rmtree(folder, ignore_errors=True)
         lines.append(f"removed registry storage {folder} ({size / 1e6:.1f} MB)")
