@@ -227,6 +227,8 @@ def untag_local(port: int) -> list[str]:
                 try:
                     client.images.remove(ref, noprune=True)
                     lines.append(f"untagged {ref}")
+                except docker.errors.ImageNotFound:
+                    pass  # a digest name goes with the image's last tag
                 except docker.errors.APIError as e:
                     lines.append(f"kept {ref}: {e.explanation or e}")
     return lines
