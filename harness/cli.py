@@ -50,9 +50,16 @@ def cli() -> None:
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
               help="Serve the load generator's live figures on 127.0.0.1:PORT/metrics "
                    "(for Grafana; 0: any free port).")
+@click.option("--registry", default=None, metavar="REGISTRY[/PREFIX]",
+              help="Run the harness's images from this registry (pushed with `harness "
+                   "images push`); overrides the scenario's images.registry.")
+@click.option("--keep-metrics", is_flag=True,
+              help="Keep each trial's Prometheus data in RUN/metrics/<trial>/ (docker; "
+                   "serve it later with `harness metrics serve RUN`).")
 def run(scenario: Path, platform: str | None, strategies: str | None,
         repetitions: int | None, out: Path | None, workers: int | None,
-        run_id: str | None, metrics_port: int | None) -> None:
+        run_id: str | None, metrics_port: int | None, registry: str | None,
+        keep_metrics: bool) -> None:
     """Run every strategy × repetition of SCENARIO as a trial and record the results.
 
     Each trial: deploy, wait until ready, warm up, drive the load profile, inject faults,
@@ -64,7 +71,7 @@ def run(scenario: Path, platform: str | None, strategies: str | None,
     code = run_scenario(scenario, RunOptions(
         platform=platform, strategies=strategies.split(",") if strategies else None,
         repetitions=repetitions, out=out, workers=workers, run_id=run_id,
-        metrics_port=metrics_port))
+        metrics_port=metrics_port, registry=registry, keep_metrics=keep_metrics))
     sys.exit(code)
 
 
@@ -109,6 +116,80 @@ def images_build(force: bool) -> None:
     from harness.deploy.images import build_images
 
     build_images(force=force, progress=click.echo)
+
+
+@images.command("push")
+@click.argument("registry")
+def images_push(registry: str) -> None:
+    """Tag and push the app, HAProxy, Prometheus and base images to REGISTRY[/PREFIX]
+    as :<content hash, 12 digits> and :latest (e.g. 127.0.0.1:5000/harness)."""
+    import time
+
+    from harness.deploy.registry_images import parse_push_target, push_images
+    from harness.platform import docker_client
+
+    target = parse_push_target(registry)
+    t0 = time.monotonic()
+    results = push_images(target, docker_client(timeout_s=300), progress=click.echo)
+    click.echo(f"pushed {len(results)} images to {target} in {time.monotonic() - t0:.1f} s")
+
+
+@cli.group("registry")
+def registry_group() -> None:
+    """A local image registry (Debian's docker-registry) on 127.0.0.1."""
+
+
+_port_option = click.option("--port", type=click.IntRange(1, 65535), default=5000,
+                            show_default=True)
+
+
+@registry_group.command("up")
+@_port_option
+def registry_up(port: int) -> None:
+    """Start it (idempotent); storage in /var/tmp/harness-registry/PORT/."""
+    from harness.deploy.local_registry import up
+
+    click.echo(up(port).line())
+
+
+@registry_group.command("down")
+@_port_option
+@click.option("--keep-data", is_flag=True, help="Stop it but keep the pushed images.")
+def registry_down(port: int, keep_data: bool) -> None:
+    """Stop it and remove its storage."""
+    from harness.deploy.local_registry import down
+
+    for line in down(port, keep_data=keep_data) or ["no registry there"]:
+        click.echo(line)
+
+
+@registry_group.command("status")
+@_port_option
+def registry_status(port: int) -> None:
+    """Whether it answers, its pid and the size of its storage (exit 1 when down)."""
+    from harness.deploy.local_registry import status
+
+    st = status(port)
+    click.echo(st.line())
+    if not st.answers:
+        sys.exit(1)
+
+
+@cli.group("metrics")
+def metrics_group() -> None:
+    """A finished run's kept Prometheus data (`harness run --keep-metrics`)."""
+
+
+@metrics_group.command("serve")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--port", type=click.IntRange(0, 65535), default=9090, show_default=True,
+              help="127.0.0.1:PORT (the provisioned Grafana datasource's default).")
+def metrics_serve(run_dir: Path, port: int) -> None:
+    """Serve RUN_DIR's kept metrics with Prometheus on 127.0.0.1 for the Grafana
+    dashboards (dashboards/README.md) until Ctrl-C."""
+    from harness.report.metrics_serve import serve
+
+    serve(run_dir, port, echo=click.echo)
 
 
 @images.command("list")
@@ -197,13 +278,21 @@ def calibrate(scenario: Path, platform: str | None) -> None:
 @click.option("--run", "run_id", default=None, help="Only objects of this run id.")
 @click.option("--all", "include_live", is_flag=True,
               help="Also runs still in progress (skipped by default).")
-def clean(run_id: str | None, include_live: bool) -> None:
+@click.option("--volumes", is_flag=True,
+              help="Also remove kept data: every run's metrics/ folder under --results "
+                   "and the local registries (their processes and stored images).")
+@click.option("--results", "results_dir", default="results", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Where --volumes looks for kept metrics.")
+def clean(run_id: str | None, include_live: bool, volumes: bool, results_dir: Path) -> None:
     """Remove every Docker object (and local process) labelled harness.managed=true —
     leftovers of a run that was killed with SIGKILL. Runs still in progress are skipped
-    unless --all is given."""
-    from harness.cleanup import sweep_everything
+    unless --all is given; kept data goes only with --volumes."""
+    from harness.cleanup import sweep_everything, sweep_volumes
 
     lines = sweep_everything(run_id, include_live=include_live)
+    if volumes:
+        lines += sweep_volumes(results_dir, run_id)
     for line in lines:
         click.echo(line)
     if not lines:

@@ -17,6 +17,8 @@ class Platform:
     name: str  # docker | local | sim
     why: str
     docker: Any = None  # docker.DockerClient on the docker platform
+    # REGISTRY[/PREFIX] the Docker deployers take the harness's images from (None: local)
+    registry: str | None = None
 
 
 def docker_client(timeout_s: float = 5.0) -> Any:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from harness.autoscale.controller import Controller
@@ -33,13 +34,16 @@ JOIN_TIMEOUT_S = 10.0
 
 
 def make_deployer(plat: Platform, strategy: Strategy, spec: DeploySpec,
-                  on_event: Any, clock: Clock) -> Deployer:
+                  on_event: Any, clock: Clock, keep_metrics_dir: Path | None = None
+                  ) -> Deployer:
     from harness.deploy import registry
 
     extra = {"emit_replica_events": False} if plat.name == "local" else {}
     return registry.create(plat.name, strategy.kind, spec=spec, on_event=on_event,
                            clock=clock, client=plat.docker,
-                           restart_delay_s=strategy.restart_delay_s, **extra)
+                           restart_delay_s=strategy.restart_delay_s,
+                           registry=plat.registry, keep_metrics_dir=keep_metrics_dir,
+                           **extra)
 
 
 def ready_count(deployer: Deployer) -> int:
@@ -111,7 +115,9 @@ class RealRuntime:
     def make_deployer(self, strategy: Strategy, spec: DeploySpec, rec: TrialRecord
                       ) -> Deployer:
         self._rec = rec
-        return make_deployer(self.plat, strategy, spec, self._on_event, self.clock)
+        kept = rec.recorder.kept
+        return make_deployer(self.plat, strategy, spec, self._on_event, self.clock,
+                             kept.trial_dir(spec.trial_id) if kept is not None else None)
 
     def _on_event(self, ev: DeployEvent) -> None:
         if self._rec is not None:

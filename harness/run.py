@@ -47,6 +47,8 @@ class RunOptions:
     workers: int | None = None
     run_id: str | None = None
     metrics_port: int | None = None  # the harness's own /metrics on 127.0.0.1; 0: any port
+    registry: str | None = None  # REGISTRY[/PREFIX] to run the images from (else scenario's)
+    keep_metrics: bool = False  # keep each trial's Prometheus data in RUN/metrics/<trial>/
     echo: Callable[[str], None] = print
 
 
@@ -199,6 +201,32 @@ def runtime_for(plat: Platform, loaded: LoadedScenario, strategy: Strategy, tria
     return RealRuntime(plat, loaded, trial, workers=workers)
 
 
+def _registry_of(opts: RunOptions, sc: Scenario, plat: Platform) -> str | None:
+    """--registry, else the scenario's images.registry; docker only."""
+    from harness.deploy.registry_images import parse_push_target
+
+    registry = parse_push_target(opts.registry) if opts.registry else sc.images.registry
+    if registry and plat.name != "docker":
+        raise UsageError(f"an image registry ({registry}) is for the docker platform, "
+                         f"not {plat.name}")
+    return registry
+
+
+def _check_registry_has_images(plat: Platform, registry: str) -> None:
+    """Every image the deployers will pull is in the registry (one line, exit 2, before
+    the run folder exists)."""
+    from harness.deploy.registry_images import registry_digest, run_ref
+    from harness.errors import DeployError, PrerequisiteError
+
+    for role in ("app", "haproxy", "prometheus"):
+        ref = run_ref(role, registry)
+        try:
+            registry_digest(plat.docker, ref)
+        except DeployError:
+            raise PrerequisiteError(f"{ref} is not in the registry (run `harness images "
+                                    f"push {registry}`)") from None
+
+
 def run_scenario(path: Path, opts: RunOptions) -> int:
     loaded = load_scenario(path)
     sc = loaded.scenario
@@ -226,7 +254,18 @@ def run_scenario(path: Path, opts: RunOptions) -> int:
     run_dir = out / run_id
     if run_dir.exists() or run_dir.is_symlink():
         raise UsageError(f"{run_dir} exists already; results are never overwritten")
-    if plat.name == "docker":
+    registry = _registry_of(opts, sc, plat)
+    if opts.keep_metrics and plat.name != "docker":
+        raise UsageError(f"--keep-metrics keeps the trials' Prometheus containers' data: "
+                         f"it needs the docker platform, not {plat.name}")
+    if opts.keep_metrics:
+        from harness.record.kept_metrics import promtool
+
+        promtool()  # before any trial: the harness series need it at the end of each
+    if registry:
+        _check_registry_has_images(plat, registry)
+        plat.registry = registry
+    elif plat.name == "docker":
         from harness.deploy.images import ensure_images
         ensure_images(plat.docker)
     on_row, on_event, metrics_url = _serve_metrics(opts.metrics_port)
@@ -248,6 +287,12 @@ def _run(loaded: LoadedScenario, path: Path, opts: RunOptions, plat: Platform,
          metrics_url: str | None) -> int:
     sc = loaded.scenario
     echo = opts.echo
+    kept = None
+    if opts.keep_metrics:
+        from harness.record.kept_metrics import KeptMetrics
+
+        kept = KeptMetrics(run_dir)
+    registry = plat.registry
 
     resolved = sc.model_dump(mode="json")
     if resolved.get("calibration") is None:
@@ -263,6 +308,7 @@ def _run(loaded: LoadedScenario, path: Path, opts: RunOptions, plat: Platform,
         "trials": [],
         # who writes this run: a `running` run.json whose pid is gone was killed
         "pid": os.getpid(),
+        "images_registry": registry,
     }
     if metrics_url:
         meta["metrics_url"] = metrics_url
@@ -284,7 +330,7 @@ def _run(loaded: LoadedScenario, path: Path, opts: RunOptions, plat: Platform,
 
     stopper = Stopper(sweep_now)
     stopper.install()
-    recorder = Recorder(run_dir, run_id, on_row=sinks[0], on_event=sinks[1])
+    recorder = Recorder(run_dir, run_id, on_row=sinks[0], on_event=sinks[1], kept=kept)
     usage0 = resource.getrusage(resource.RUSAGE_SELF)
     wall0 = RealClock().now()
     results: list[TrialResult] = []
@@ -303,6 +349,8 @@ def _run(loaded: LoadedScenario, path: Path, opts: RunOptions, plat: Platform,
                 meta["warnings"].extend(res.warnings)
                 meta["loadgen_saturated"] = meta["loadgen_saturated"] or res.loadgen_saturated
                 meta["host_saturated"] = meta["host_saturated"] or res.host_saturated
+                if kept is not None:
+                    meta["kept_metrics"] = kept.summary()
                 write_json_atomic(run_dir / "run.json", meta)
         if stopper.stopped:
             status = "incomplete"
@@ -327,6 +375,9 @@ def _run(loaded: LoadedScenario, path: Path, opts: RunOptions, plat: Platform,
         write_json_atomic(run_dir / "run.json", meta)
         stopper.restore()
 
+    if kept is not None:
+        echo(f"kept metrics: {kept.root} ({sum(kept.sizes.values()) / 1e6:.1f} MB); "
+             f"serve them with `harness metrics serve {run_dir}`")
     code = _finish(run_dir, loaded, results, echo, interrupted=stopper.stopped)
     if stopper.stopped:
         echo(f"interrupted by {stopper.signal_name}: measured data kept in {run_dir}")
@@ -375,14 +426,19 @@ def _print_summary(results: list[TrialResult], echo: Callable[[str], None]) -> N
     from rich.table import Table
 
     table = Table(title="per trial (measured window, warm-up excluded)")
+    kept = any(r.kept_metrics_bytes is not None for r in results)
     for col in ("strategy", "trial", "requests", "ok rps", "p95 ms", "error rate",
-                "replicas min..max", "host sat s", "status"):
+                "replicas min..max", "host sat s", *(("kept MB",) if kept else ()),
+                "status"):
         table.add_column(col, justify="right" if col not in ("strategy", "status") else "left")
     for r in results:
+        kept_cell = ("-" if r.kept_metrics_bytes is None
+                     else f"{r.kept_metrics_bytes / 1e6:.1f}",) if kept else ()
         table.add_row(r.strategy, str(r.trial), f"{r.requests}", f"{r.throughput_rps:.1f}",
                       "-" if r.p95_ms is None else f"{r.p95_ms:.0f}",
                       f"{r.error_rate:.2%}", f"{r.replicas_min}..{r.replicas_max}",
-                      f"{r.host_saturated_s}{' !' if r.host_saturated else ''}", r.status)
+                      f"{r.host_saturated_s}{' !' if r.host_saturated else ''}",
+                      *kept_cell, r.status)
     Console(file=sys.stdout, width=120).print(table)
     flagged = [f"{r.strategy} #{r.trial}" for r in results if r.host_saturated]
     if flagged:

@@ -137,6 +137,7 @@ def run_trial(loaded: LoadedScenario, strategy: Strategy, trial: int, runtime: T
             runtime.finish(timeline, rec)
         finally:
             deployer.teardown()
+            rec.finish_kept(spec.trial_id)
     return rec.finish()
 
 

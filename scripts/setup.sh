@@ -2,8 +2,9 @@
 # One idempotent setup for a Debian 12 machine (run as root, or with sudo at hand), safe to
 # run every session and in CI; a second run on a ready machine takes a few seconds.
 #
-#   1. system packages that are missing: haproxy, prometheus, debootstrap, chromium, the
-#      Docker engine + docker-compose (only when no engine answers), python3-venv
+#   1. system packages that are missing: haproxy, prometheus, debootstrap, docker-registry,
+#      chromium, the Docker engine + docker-compose (only when no engine answers),
+#      python3-venv
 #   2. a Docker engine that answers (started in the background when none does: there is
 #      no systemd on these machines)
 #   3. .venv with `pip install -e '.[dev]'` (skipped while pyproject.toml is unchanged)
@@ -31,6 +32,8 @@ have() { command -v "$1" >/dev/null 2>&1 || [[ -x "/usr/sbin/$1" || -x "/sbin/$1
 have haproxy || missing+=(haproxy)
 have prometheus || missing+=(prometheus)
 have debootstrap || missing+=(debootstrap)
+# the local image registry (Docker Distribution 2.8) for `harness registry up`
+have docker-registry || missing+=(docker-registry)
 have chromium || have chromium-browser || missing+=(chromium)
 # a static busybox: tests build a 2 MB image without python from it (tests/test_foreign_image.py)
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "install ok installed" ||
@@ -66,8 +69,8 @@ if ((${#missing[@]})); then
     readarray -t missing < <(printf '%s\n' "${missing[@]}" | awk '!seen[$0]++')
     say "installing: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a
-    # Package scripts must not start haproxy/prometheus as services (they would hold
-    # ports the harness uses); policy-rc.d is Debian's switch for that. Ours only while
+    # Package scripts must not start haproxy/prometheus/docker-registry as services (they
+    # would hold ports the harness uses); policy-rc.d is Debian's switch for that. Ours only while
     # we install, and only when the machine has none of its own.
     policy_added=0
     if [[ ! -e /usr/sbin/policy-rc.d ]]; then
@@ -98,7 +101,7 @@ if ((${#missing[@]})); then
     trap - EXIT
     # Belt and braces: a machine with its own policy could still have let a package start
     # its service; stop the ones we just installed.
-    for svc in haproxy prometheus; do
+    for svc in haproxy prometheus docker-registry; do
         if printf '%s\n' "${missing[@]}" | grep -qx "$svc" && [[ -x /etc/init.d/$svc ]] &&
             as_root /etc/init.d/"$svc" status >/dev/null 2>&1; then
             say "stopping the $svc service the package started"

@@ -29,6 +29,7 @@ from harness.deploy.docker_common import (
     LB_ALIAS,
     DockerDeployerBase,
     app_env,
+    harness_user,
     remove_containers,
     safe_name,
     write_text,
@@ -104,6 +105,9 @@ class ComposeDeployer(DockerDeployerBase):
             "HARNESS_HAPROXY_IMAGE": self.lb_image,
             "HARNESS_PROMETHEUS_IMAGE": self.prometheus_image,
             "HARNESS_CONFIG_DIR": str(self.workdir),
+            "HARNESS_PROMETHEUS_DATA": str(self._prometheus_data()),
+            "HARNESS_PROMETHEUS_USER": harness_user(),
+            "HARNESS_PROMETHEUS_RETENTION": self._prometheus_retention(),
             "HARNESS_LB_RUN_DIR": str(self.workdir / "haproxy-run"),
             # empty: Docker picks free ports (on 127.0.0.1, as the file says)
             "HARNESS_LB_PORT": "", "HARNESS_STATS_PORT": "", "HARNESS_PROMETHEUS_PORT": "",

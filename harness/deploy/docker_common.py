@@ -23,6 +23,7 @@ and to the prober's status file, both in bind-mounted host directories.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -250,6 +251,11 @@ def remove_workdirs(run_id: str | None, root: Path = WORKDIR_ROOT,
     return removed
 
 
+def harness_user() -> str:
+    """"uid:gid" of the harness: Prometheus writes its TSDB as the user who runs us."""
+    return f"{os.getuid()}:{os.getgid()}"
+
+
 def write_text(path: Path, text: str) -> None:
     atomic_write(path, text, mode=0o644)
 
@@ -298,7 +304,9 @@ class DockerDeployerBase:
                  deploy_timeout_s: float = 90.0, workdir_root: Path = WORKDIR_ROOT,
                  haproxy_settings: haproxy.HAProxySettings | None = None,
                  scrape_interval_s: float = 1.0,
-                 prober_image: str | None = None) -> None:
+                 prober_image: str | None = None,
+                 registry: str | None = None,
+                 keep_metrics_dir: Path | None = None) -> None:
         if client is None:
             raise PrerequisiteError("the docker platform needs a Docker client")
         self.client = client
@@ -308,13 +316,27 @@ class DockerDeployerBase:
         self.lb_image = lb_image or default_image("haproxy", LB_IMAGE)
         self.prometheus_image = prometheus_image or default_image("prometheus",
                                                                   PROMETHEUS_IMAGE)
+        # the prober is stdlib-only Python: any image of ours with python3 runs it
+        self.prober_image = prober_image or default_image("base", PROBER_IMAGE)
+        # images through a registry (registry_images.py): our own images by its names
+        self.registry = registry
+        if registry:
+            from harness.deploy.registry_images import run_ref
+
+            self.lb_image = run_ref("haproxy", registry, self.lb_image)
+            self.prometheus_image = run_ref("prometheus", registry, self.prometheus_image)
+            self.prober_image = run_ref("base", registry, self.prober_image)
+            self.spec = spec = dataclasses.replace(
+                spec, app=dataclasses.replace(spec.app,
+                                              image=run_ref("app", registry, spec.app.image)))
+        self.pull_s: dict[str, float] = {}
+        # each trial's Prometheus data kept there (kept_metrics.py); None: thrown away
+        self.keep_metrics_dir = keep_metrics_dir
         self.deploy_timeout_s = deploy_timeout_s
         self.workdir_root = workdir_root
         self.haproxy_settings = haproxy_settings or haproxy.HAProxySettings(
             ready_path=spec.app.ready_path)
         self.scrape_interval_s = scrape_interval_s
-        # the prober is stdlib-only Python: any image of ours with python3 runs it
-        self.prober_image = prober_image or default_image("base", PROBER_IMAGE)
         self._status: StatusReader | None = None
         self._lock = threading.RLock()
         self._snap_lock = threading.Lock()
@@ -352,9 +374,8 @@ class DockerDeployerBase:
                 raise DeployError(f"a {type(self).__name__} deploys once; create a new one "
                                   "per trial")
             self._deployed = True
-        require_images(self.client, self.spec.app.image, self.lb_image,
-                       self.prometheus_image, self.prober_image)
         t0 = self._clock.now()
+        self._get_images()
         self.workdir = make_workdir(self.spec, self.kind, self.workdir_root)
         self._status = StatusReader(self.workdir / PROBER_DIR / STATUS_FILE)
         try:
@@ -367,8 +388,26 @@ class DockerDeployerBase:
             raise
         except Exception as e:
             raise DeployError(f"{self.kind} deploy failed: {type(e).__name__}: {e}") from e
+        pulled = f" pull_s={sum(self.pull_s.values()):.2f}" if self.pull_s else ""
         self.emit("deployed", detail=f"replicas={self.spec.replicas} lb={self.lb_url()} "
-                                     f"took_s={self._clock.now() - t0:.2f}")
+                                     f"took_s={self._clock.now() - t0:.2f}{pulled}")
+
+    # the engine pulls the app image itself (Swarm) instead of the harness pulling it
+    engine_pulls_app = False
+
+    def _get_images(self) -> None:
+        """Pull from the registry when one is set, else require the local images."""
+        if not self.registry:
+            require_images(self.client, self.spec.app.image, self.lb_image,
+                           self.prometheus_image, self.prober_image)
+            return
+        from harness.deploy.registry_images import pull
+
+        refs = [self.lb_image, self.prometheus_image, self.prober_image]
+        if not self.engine_pulls_app:
+            refs.insert(0, self.spec.app.image)
+        for ref in dict.fromkeys(refs):
+            self.pull_s[ref] = round(pull(self.client, ref), 3)
 
     def _deploy(self) -> None:
         raise NotImplementedError
@@ -446,9 +485,9 @@ class DockerDeployerBase:
             self._cache = None
             errors: list[str] = []
             # the prober first: on compose it holds an endpoint in compose's own network
-            for step in (self._unpause_all, self._remove_prober, self._teardown_app,
-                         self._remove_aux,
-                         self._remove_network, self._sweep_trial, self._after_teardown):
+            for step in (self._snapshot_metrics, self._unpause_all, self._remove_prober,
+                         self._teardown_app, self._remove_aux, self._remove_network,
+                         self._sweep_trial, self._after_teardown, self._finalize_metrics):
                 try:
                     step()
                 except Exception as e:
@@ -598,19 +637,21 @@ class DockerDeployerBase:
     def _prometheus_mounts(self) -> dict[str, dict[str, str]]:
         assert self.workdir is not None
         return {str(self.workdir / "prometheus"): {"bind": prometheus.CONFIG_DIR,
-                                                   "mode": "ro"}}
+                                                   "mode": "ro"},
+                str(self._prometheus_data()): {"bind": prometheus.DATA_DIR, "mode": "rw"}}
 
     def _start_aux(self, network: str, app_dns_name: str) -> None:
         """LB and Prometheus as plain containers (manual, orchestrated)."""
         self._render_prometheus(app_dns_name, f"{LB_ALIAS}:{haproxy.STATS_PORT}")
-        for role, image, alias, ports, volumes, command in (
+        for role, image, alias, ports, volumes, command, user in (
                 ("lb", self.lb_image, LB_ALIAS, (haproxy.LB_PORT, haproxy.STATS_PORT),
-                 self._lb_mounts(), None),
+                 self._lb_mounts(), None, None),
                 ("prometheus", self.prometheus_image, PROMETHEUS_ALIAS, (prometheus.PORT,),
-                 self._prometheus_mounts(), prometheus.command())):
+                 self._prometheus_mounts(), prometheus.command(self._prometheus_retention()),
+                 harness_user())):
             c = self.client.api.create_container(
                 image, name=self.name(role), labels=self.labels(role), detach=True,
-                command=command, ports=list(ports),
+                command=command, ports=list(ports), user=user,
                 host_config=self.client.api.create_host_config(
                     port_bindings={p: ("127.0.0.1", None) for p in ports},
                     binds=volumes,
@@ -717,6 +758,34 @@ class DockerDeployerBase:
                 f"exit_code={st.get('ExitCode')}): {container_logs(c, log_lines)}"]
 
     # ── tear-down steps ────────────────────────────────────────────────────────────
+    def _snapshot_metrics(self) -> None:
+        """A kept trial: the head and WAL as blocks before Prometheus goes (kept_tsdb.py)."""
+        self._metrics_snapshot: str | None = None
+        url = self.prometheus_url()
+        if self.keep_metrics_dir is not None and url:
+            from harness.deploy.kept_tsdb import snapshot
+
+            self._metrics_snapshot = snapshot(url)
+
+    def _finalize_metrics(self) -> None:
+        if self.keep_metrics_dir is not None:
+            from harness.deploy.kept_tsdb import finalize
+
+            finalize(self.keep_metrics_dir, getattr(self, "_metrics_snapshot", None))
+
+    def _prometheus_data(self) -> Path:
+        """The host folder Prometheus writes its TSDB into (it runs as our uid)."""
+        assert self.workdir is not None
+        if self.keep_metrics_dir is not None:
+            self.keep_metrics_dir.mkdir(parents=True, exist_ok=True)
+            return self.keep_metrics_dir.resolve()
+        data = self.workdir / "prometheus-data"
+        data.mkdir(exist_ok=True)
+        return data
+
+    def _prometheus_retention(self) -> str:
+        return prometheus.KEPT_RETENTION if self.keep_metrics_dir is not None else "1h"
+
     def _trial_containers(self, role: str | None = None) -> list[Any]:
         return list_containers(
             self.client, label_filters(self.spec.run_id, self.spec.trial_id, role))

@@ -48,11 +48,18 @@ def render_config(*, app_dns_name: str, app_port: int, lb_target: str,
     return "# written by harness (docker platform)\n" + yaml.safe_dump(cfg, sort_keys=False)
 
 
+DATA_DIR = "/prometheus"  # the TSDB inside the container (a bind mount when kept)
+# Kept data must outlive the trial: no retention cut while the trial runs.
+KEPT_RETENTION = "100y"
+
+
 def command(retention: str = "1h") -> list[str]:
-    """Arguments for the image's prometheus entry point (storage inside the container)."""
-    return [f"--config.file={CONFIG_DIR}/prometheus.yml", "--storage.tsdb.path=/prometheus",
+    """Arguments for the image's prometheus entry point. The admin API is on for the
+    snapshot a kept trial takes before tear-down (kept_tsdb.py); the port is published
+    on 127.0.0.1 only and lives as long as the trial."""
+    return [f"--config.file={CONFIG_DIR}/prometheus.yml", f"--storage.tsdb.path={DATA_DIR}",
             f"--web.listen-address=:{PORT}", f"--storage.tsdb.retention.time={retention}",
-            "--log.level=warn"]
+            "--web.enable-admin-api", "--log.level=warn"]
 
 
 class PrometheusError(RuntimeError):

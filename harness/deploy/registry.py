@@ -60,7 +60,8 @@ _LOCAL_OPTIONS = (
 
 # options each Docker deployer takes beyond the common ones (see docker_common)
 _DOCKER_COMMON = ("lb_image", "prometheus_image", "deploy_timeout_s", "workdir_root",
-                  "haproxy_settings", "scrape_interval_s", "prober_image")
+                  "haproxy_settings", "scrape_interval_s", "prober_image",
+                  "registry", "keep_metrics_dir")
 OPTIONS: dict[tuple[str, str], tuple[str, ...]] = {
     ("docker", "manual"): (*_DOCKER_COMMON, "spare_slots"),
     ("docker", "compose"): (*_DOCKER_COMMON, "compose_file", "command"),

@@ -19,7 +19,9 @@
 - The service references the app image by its ID: Swarm then skips its registry pull
   attempt for every task (moby's container adapter skips pulls of image IDs only), which
   would otherwise cost each replacement a failed registry round trip on a machine
-  without registry access.
+  without registry access. With a registry (`--registry`, registry_images.py) it gets
+  `name:latest@sha256:<digest>` instead, and the engine pulls by name as every node of a
+  real swarm would.
 """
 
 from __future__ import annotations
@@ -154,6 +156,7 @@ def select_replicas(views: Sequence[TaskView]) -> list[Replica]:
 
 class SwarmDeployer(DockerDeployerBase):
     kind = "orchestrated"
+    engine_pulls_app = True  # with a registry: the service names the image, Swarm pulls
 
     def __init__(self, client: Any, spec: DeploySpec, on_event: EventSink, clock: Clock,
                  *, restart_delay_s: float = 1.0, leave_swarm: bool = True,
@@ -179,9 +182,14 @@ class SwarmDeployer(DockerDeployerBase):
         from docker.types import EndpointSpec, Healthcheck, RestartPolicy, ServiceMode
 
         app = self.spec.app
-        image_id = self.client.images.get(app.image).id  # see the module docstring
+        if self.registry:
+            from harness.deploy.registry_images import pinned, registry_digest
+
+            image = pinned(app.image, registry_digest(self.client, app.image))
+        else:
+            image = self.client.images.get(app.image).id  # see the module docstring
         self.client.services.create(
-            image_id, name=self.service_name, labels=self.labels("app"),
+            image, name=self.service_name, labels=self.labels("app"),
             container_labels=self.labels("app"),
             env=[f"{k}={v}" for k, v in app_env(self.spec).items()],
             hostname="{{.Task.ID}}",

@@ -20,6 +20,7 @@ from harness.deploy.base import DeployEvent
 from harness.record.histogram import Histogram
 from harness.record.host import HostSecond, SaturationRun
 from harness.record.host import warning as host_warning
+from harness.record.kept_metrics import KeptMetrics
 from harness.record.schema import DECISIONS, EVENTS, TIMESERIES
 from harness.record.writer import CsvSink
 
@@ -43,8 +44,20 @@ class Recorder:
 
     def __init__(self, run_dir: Path, run_id: str,
                  on_row: Callable[[dict[str, Any]], None] | None = None,
-                 on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_event: Callable[[dict[str, Any]], None] | None = None,
+                 kept: KeptMetrics | None = None) -> None:
         self.run_id = run_id
+        # each trial's Prometheus data kept under run_dir/metrics (--keep-metrics)
+        self.kept = kept
+        if kept is not None:
+            live = on_row
+
+            def both(row: dict[str, Any]) -> None:
+                kept.observe_row(row)
+                if live is not None:
+                    live(row)
+
+            on_row = both
         # live view of each row (the harness's own /metrics for Grafana), never blocking
         self.on_row = on_row
         self.timeseries = CsvSink(run_dir / "timeseries.csv", TIMESERIES)
@@ -71,6 +84,7 @@ class TrialResult:
     replicas_min: int = 0
     replicas_max: int = 0
     loadgen_saturated: bool = False
+    kept_metrics_bytes: int | None = None  # --keep-metrics: size of metrics/<trial>/
     # the whole machine (record/host.py): flagged at 3 saturated seconds in a row
     host_saturated: bool = False
     host_saturated_s: int = 0
@@ -287,6 +301,18 @@ class TrialRecord:
             self.event(row["t_s"], "scale", "",
                        f"{row.get('current_replicas')}→{row.get('desired')} "
                        f"reason={row.get('reason')}")
+
+    def finish_kept(self, trial_id: str) -> None:
+        """--keep-metrics: the trial's kept Prometheus data completed (after tear-down)."""
+        kept = self.recorder.kept
+        if kept is None:
+            return
+        try:
+            self.result.kept_metrics_bytes = kept.finish_trial(trial_id)
+            self._echo(f"  kept metrics: {kept.root / trial_id} "
+                       f"({self.result.kept_metrics_bytes / 1e6:.1f} MB)")
+        except Exception as e:  # the measured CSVs stay valid without the kept blocks
+            self.warn(f"kept metrics incomplete: {e}")
 
     def finish(self) -> TrialResult:
         self.result.p95_ms = self.hist_total.percentile(95)

@@ -106,6 +106,24 @@ class App(Strict):
         return v
 
 
+class Images(Strict):
+    """Where the Docker deployers take the harness's own images from."""
+
+    registry: str | None = Field(
+        None, description="REGISTRY[/PREFIX] the images were pushed to with `harness images "
+                          "push` (e.g. 127.0.0.1:5000/harness); deployers then run and pull "
+                          "the registry's names (null: the local images)")
+
+    @field_validator("registry")
+    @classmethod
+    def _registry(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from harness.deploy.registry_images import check_registry
+
+        return check_registry(v)
+
+
 class Stage(Strict):
     """Ramp linearly to the target over ramp_s, then hold until duration_s has passed."""
 
@@ -261,6 +279,7 @@ class Scenario(Strict):
                                                "sub-folder named after its run id")
     platform: Literal["auto", "docker", "local", "sim"] = "auto"
     app: App = Field(default_factory=App)
+    images: Images = Field(default_factory=Images)
     load: Load
     faults: list[Fault] = Field(default_factory=list, max_length=100)
     slo: Slo = Field(default_factory=Slo)
