@@ -49,7 +49,7 @@ def _docker_run_ids() -> set[str]:
     import docker.errors
 
     from harness.deploy.base import MANAGED_LABEL, RUN_LABEL
-    from harness.deploy.docker_common import list_containers
+    from harness.deploy.docker_objects import list_containers
     from harness.platform import docker_client
 
     client = docker_client()

@@ -18,12 +18,8 @@ from harness.clock import FakeClock
 from harness.deploy import haproxy, prometheus
 from harness.deploy.base import AppSpec, DeployEvent, DeploySpec, Replica, ReplicaState
 from harness.deploy.compose import COMPOSE_FILE, DEFAULTS_DIR, project_name, write_configs
-from harness.deploy.docker_common import (
-    parse_docker_time,
-    published_port,
-    replica_state,
-    safe_name,
-)
+from harness.deploy.docker_common import parse_docker_time, replica_state, safe_name
+from harness.deploy.docker_objects import published_port
 from harness.deploy.readiness import Probe, describe_last, describe_replica, first_ready_at
 from harness.deploy.registry import DEPLOYERS, create
 from harness.deploy.swarm import TaskView, select_replicas

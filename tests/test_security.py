@@ -442,13 +442,8 @@ def test_the_real_haproxy_admin_socket_is_mode_600(docker_client: object, run_id
 
     from harness.deploy import haproxy
     from harness.deploy.base import AppSpec, DeploySpec, labels_for
-    from harness.deploy.docker_common import (
-        WORKDIR_ROOT,
-        default_image,
-        make_workdir,
-        remove_workdirs,
-        write_text,
-    )
+    from harness.deploy.docker_common import WORKDIR_ROOT, default_image, make_workdir
+    from harness.deploy.docker_objects import remove_workdirs, write_text
 
     client: object = docker_client
     spec = DeploySpec(run_id=run_id, trial_id="sock-1", app=AppSpec(), replicas=1)
@@ -509,7 +504,7 @@ def test_swarm_ports_while_the_harness_swarm_exists(docker_client: object, run_i
     """What README.md and harness/deploy/DOCKER.md state: the swarm's control ports
     (TCP 2377, 7946) stay on 127.0.0.1, Docker's VXLAN data port UDP 4789 listens on all
     addresses while the swarm exists, and it is gone once the harness leaves the swarm."""
-    from harness.deploy.swarm import ensure_swarm, leave_swarm_if_ours
+    from harness.deploy.swarm_state import ensure_swarm, leave_swarm_if_ours
 
     client: object = docker_client
     state = (client.info().get("Swarm") or {}).get("LocalNodeState")  # type: ignore[attr-defined]

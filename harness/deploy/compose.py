@@ -24,16 +24,8 @@ from typing import Any
 from harness.clock import Clock
 from harness.deploy import haproxy, prometheus
 from harness.deploy.base import DeploySpec, EventSink
-from harness.deploy.docker_common import (
-    APP_IMAGE,
-    LB_ALIAS,
-    DockerDeployerBase,
-    app_env,
-    harness_user,
-    remove_containers,
-    safe_name,
-    write_text,
-)
+from harness.deploy.docker_common import DockerDeployerBase, remove_containers, safe_name
+from harness.deploy.docker_objects import APP_IMAGE, LB_ALIAS, app_env, harness_user, write_text
 from harness.errors import DeployError, PrerequisiteError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -24,270 +24,54 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as dt
-import hashlib
-import json
-import os
-import re
 import shutil
-import tempfile
 import threading
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from harness.clock import Clock
-from harness.deploy import haproxy, prometheus
+from harness.deploy import haproxy
 from harness.deploy.base import (
-    RUN_LABEL,
     DeployEvent,
     DeploySpec,
     EventSink,
     Replica,
     ReplicaState,
-    labels_for,
+)
+from harness.deploy.docker_aux import AuxServices
+from harness.deploy.docker_objects import (
+    APP_ALIAS,
+    LB_IMAGE,
+    PROBER_IMAGE,
+    PROMETHEUS_IMAGE,
+    WORKDIR_ROOT,
+    container_ip,
+    default_image,
+    label_filters,
+    list_containers,
+    make_workdir,
+    parse_docker_time,
+    remove_containers,
+    remove_networks,
+    replica_state,
+    require_images,
+    safe_name,
+    trial_labels,
 )
 from harness.deploy.readiness import (
     PROBER_DIR,
     STATUS_FILE,
     Probe,
     StatusReader,
-    container_logs,
-    describe_replica,
     first_ready_at,
     start_prober,
 )
 from harness.errors import DeployError, PrerequisiteError
 from harness.faults import docker_faults
-from harness.fsutil import atomic_write, private_root
-
-TRIAL_LABEL = "harness.trial"
-ROLE_LABEL = "harness.role"  # app | lb | prometheus | prober
-KIND_LABEL = "harness.kind"  # manual | compose | orchestrated
-
-APP_IMAGE = "harness-app:latest"
-LB_IMAGE = "harness-haproxy:latest"
-PROMETHEUS_IMAGE = "harness-prometheus:latest"
-PROBER_IMAGE = "harness-base:bookworm"
-
-# per-trial config dirs (bind-mounted) and run locks: one private (0700) root per user,
-# so no other local user can read the configs or reach the HAProxy admin socket
-WORKDIR_ROOT = Path(f"/tmp/harness-deploy-{os.getuid()}")
-OWNER_FILE = "owner.json"
-
-STOP_GRACE_S = 2  # "the app container must stop promptly"
-LB_ALIAS = "lb"
-PROMETHEUS_ALIAS = "prometheus"
-APP_ALIAS = "app"
 
 
-# ── pure helpers ─────────────────────────────────────────────────────────────────────
-
-
-def safe_name(*parts: str, max_len: int = 63) -> str:
-    """A Docker/DNS-safe lower-case name from parts; long names keep a hash for unicity."""
-    raw = "-".join(p for p in parts if p)
-    name = re.sub(r"[^a-z0-9-]+", "-", raw.lower()).strip("-")
-    name = re.sub(r"-{2,}", "-", name) or "x"
-    if len(name) > max_len:
-        digest = hashlib.sha1(raw.encode()).hexdigest()[:6]
-        name = name[: max_len - 7].rstrip("-") + "-" + digest
-    if not name[0].isalnum():
-        name = "h" + name[: max_len - 1]
-    return name
-
-
-def trial_labels(spec: DeploySpec, kind: str, role: str) -> dict[str, str]:
-    return labels_for(spec.run_id, **{TRIAL_LABEL: spec.trial_id, KIND_LABEL: kind,
-                                      ROLE_LABEL: role})
-
-
-def label_filters(run_id: str, trial_id: str | None = None,
-                  role: str | None = None) -> dict[str, list[str]]:
-    labels = [f"{RUN_LABEL}={run_id}"]
-    if trial_id is not None:
-        labels.append(f"{TRIAL_LABEL}={trial_id}")
-    if role is not None:
-        labels.append(f"{ROLE_LABEL}={role}")
-    return {"label": labels}
-
-
-_TS = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$")
-
-
-def list_containers(client: Any, filters: dict[str, Any],
-                    include_stopped: bool = True) -> list[Any]:
-    """client.containers.list without its race: docker-py lists, then inspects each id, and
-    a container removed in between (a compose restart, a Swarm task, a tear-down) raised
-    NotFound for the whole call. Here a vanished container is simply not listed."""
-    import docker.errors
-
-    out = []
-    for d in client.api.containers(all=include_stopped, filters=filters):
-        try:
-            out.append(client.containers.get(d["Id"]))
-        except docker.errors.NotFound:
-            continue
-    return out
-
-def parse_docker_time(value: str | None) -> float | None:
-    """Docker's RFC 3339 (nanoseconds) timestamps → epoch seconds; None for the zero time."""
-    if not value or value.startswith("0001-01-01"):
-        return None
-    m = _TS.match(value.strip())
-    if not m:
-        return None
-    base, frac, tz = m.groups()
-    tz = "+00:00" if tz == "Z" else tz
-    t = dt.datetime.fromisoformat(base + tz).timestamp()
-    return t + (float(frac) if frac else 0.0)
-
-
-NO_HEALTHCHECK: dict[str, Any] = {"test": ["NONE"]}  # the image's own one, disabled
-
-
-def app_env(spec: DeploySpec) -> dict[str, str]:
-    env = {"PORT": str(spec.app.port)}
-    env.update({str(k): str(v) for k, v in spec.app.env.items()})
-    return env
-
-
-def replica_state(state: dict[str, Any], ready: bool) -> ReplicaState:
-    """From a container's `State` and whether this life has answered a probe (pure)."""
-    status = state.get("Status", "")
-    if status == "paused" or state.get("Paused"):
-        return ReplicaState.PAUSED
-    if status == "running":
-        return ReplicaState.READY if ready else ReplicaState.STARTING
-    if status == "created":
-        return ReplicaState.STARTING
-    # restarting (Docker's back-off before a restart), exited, dead, removing
-    return ReplicaState.EXITED
-
-
-def container_ip(attrs: dict[str, Any], network: str) -> str | None:
-    nets = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
-    ip = (nets.get(network) or {}).get("IPAddress")
-    return ip or None
-
-
-def published_port(attrs: dict[str, Any], port: int) -> int | None:
-    ports = (attrs.get("NetworkSettings") or {}).get("Ports") or {}
-    for binding in ports.get(f"{port}/tcp") or []:
-        if binding.get("HostIp") in ("127.0.0.1", "") and binding.get("HostPort"):
-            return int(binding["HostPort"])
-    return None
-
-
-def localhost_ports(*ports: int) -> dict[str, tuple[str, None]]:
-    """Publish on 127.0.0.1 only, on ports the kernel picks."""
-    return {f"{p}/tcp": ("127.0.0.1", None) for p in ports}
-
-
-def to_clock(clock: Clock, wall_ts: float | None) -> float | None:
-    """A wall-clock timestamp on the clock's monotonic scale."""
-    if wall_ts is None:
-        return None
-    return clock.now() - (clock.wall() - wall_ts)
-
-
-def http_answers(url: str, timeout_s: float = 2.0) -> bool:
-    """Any HTTP answer (also 503 before a replica is up) from a 127.0.0.1 URL."""
-    assert url.startswith("http://127.0.0.1:"), url
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(url, timeout=timeout_s) as resp:
-            resp.read()
-        return True
-    except urllib.error.HTTPError:
-        return True
-    except OSError:
-        return False
-
-
-# ── per-trial working directory (bind-mounted configs, admin socket) ─────────────────
-
-
-def make_workdir(spec: DeploySpec, kind: str, root: Path = WORKDIR_ROOT) -> Path:
-    """root/<short name>: short because the admin socket path must fit in 108 bytes."""
-    # refused when a link or someone else's: a root planted in /tmp before us would let
-    # its owner read the configs and swap the socket
-    private_root(root)
-    d = Path(tempfile.mkdtemp(prefix=f"{safe_name(spec.trial_id, max_len=20)}-", dir=root))
-    atomic_write(d / OWNER_FILE, json.dumps({"run_id": spec.run_id, "trial_id": spec.trial_id,
-                                             "kind": kind, "pid": os.getpid()}))
-    for sub in ("haproxy", "prometheus"):
-        # inside the container only the mount point's own mode counts: 0755 lets an
-        # image's non-root user read its config, while the 0700 ancestors keep host users out
-        (d / sub).mkdir(mode=0o755)
-        os.chmod(d / sub, 0o755)
-    run = d / "haproxy-run"
-    run.mkdir()
-    # whatever user HAProxy runs as creates its socket here (write+search, no listing);
-    # the socket itself is mode 600 owned by our uid (haproxy.render_config)
-    os.chmod(run, 0o733)
-    return d
-
-
-def remove_workdirs(run_id: str | None, root: Path = WORKDIR_ROOT,
-                    trial_id: str | None = None) -> list[Path]:
-    removed: list[Path] = []
-    if not root.is_dir():
-        return removed
-    for d in root.iterdir():
-        try:
-            owner = json.loads((d / OWNER_FILE).read_text())
-        except (OSError, ValueError):
-            continue
-        if run_id is not None and owner.get("run_id") != run_id:
-            continue
-        if trial_id is not None and owner.get("trial_id") != trial_id:
-            continue
-        shutil.rmtree(d, ignore_errors=True)
-        removed.append(d)
-    return removed
-
-
-def harness_user() -> str:
-    """"uid:gid" of the harness: Prometheus writes its TSDB as the user who runs us."""
-    return f"{os.getuid()}:{os.getgid()}"
-
-
-def write_text(path: Path, text: str) -> None:
-    atomic_write(path, text, mode=0o644)
-
-
-def default_image(role: str, fallback: str) -> str:
-    """The image `harness images build` made for a role, or the user's override
-    (HARNESS_HAPROXY_IMAGE, HARNESS_PROMETHEUS_IMAGE; see images.py)."""
-    try:
-        from harness.deploy.images import image_ref
-    except ImportError:  # pragma: no cover - images.py is part of the package
-        return fallback
-    return image_ref(role)
-
-
-def require_images(client: Any, *names: str) -> None:
-    import docker.errors
-
-    missing = []
-    for n in names:
-        try:
-            client.images.get(n)
-        except docker.errors.ImageNotFound:
-            missing.append(n)
-    if missing:
-        raise PrerequisiteError(f"missing image(s) {', '.join(missing)}: run "
-                                "`harness images build`")
-
-
-# ── the shared deployer skeleton ─────────────────────────────────────────────────────
-
-
-class DockerDeployerBase:
+class DockerDeployerBase(AuxServices):
     """Deployer + FaultTarget on Docker; subclasses start and scale the app replicas.
 
     Thread-safe: the run loop's watcher, fault timeline and autoscaler call it from
@@ -614,178 +398,6 @@ class DockerDeployerBase:
             raise KeyError(replica_id)
         return by_id[replica_id]
 
-    def _render_lb(self, servers: haproxy.StaticServers | haproxy.DnsServers) -> None:
-        assert self.workdir is not None
-        write_text(self.workdir / "haproxy" / "haproxy.cfg",
-                   haproxy.render_config(servers, self.haproxy_settings))
-        self._api = haproxy.RuntimeAPI(self.workdir / "haproxy-run" / haproxy.SOCKET_NAME)
-
-    def _render_prometheus(self, app_dns_name: str, lb_target: str) -> None:
-        assert self.workdir is not None
-        write_text(self.workdir / "prometheus" / "prometheus.yml",
-                   prometheus.render_config(app_dns_name=app_dns_name,
-                                            app_port=self.spec.app.port,
-                                            lb_target=lb_target,
-                                            metrics_path=self.spec.app.metrics_path,
-                                            scrape_interval_s=self.scrape_interval_s))
-
-    def _lb_mounts(self) -> dict[str, dict[str, str]]:
-        assert self.workdir is not None
-        return {str(self.workdir / "haproxy"): {"bind": haproxy.CONFIG_DIR, "mode": "ro"},
-                str(self.workdir / "haproxy-run"): {"bind": haproxy.RUN_DIR, "mode": "rw"}}
-
-    def _prometheus_mounts(self) -> dict[str, dict[str, str]]:
-        assert self.workdir is not None
-        return {str(self.workdir / "prometheus"): {"bind": prometheus.CONFIG_DIR,
-                                                   "mode": "ro"},
-                str(self._prometheus_data()): {"bind": prometheus.DATA_DIR, "mode": "rw"}}
-
-    def _start_aux(self, network: str, app_dns_name: str) -> None:
-        """LB and Prometheus as plain containers (manual, orchestrated)."""
-        self._render_prometheus(app_dns_name, f"{LB_ALIAS}:{haproxy.STATS_PORT}")
-        for role, image, alias, ports, volumes, command, user in (
-                ("lb", self.lb_image, LB_ALIAS, (haproxy.LB_PORT, haproxy.STATS_PORT),
-                 self._lb_mounts(), None, None),
-                ("prometheus", self.prometheus_image, PROMETHEUS_ALIAS, (prometheus.PORT,),
-                 self._prometheus_mounts(), prometheus.command(self._prometheus_retention()),
-                 harness_user())):
-            c = self.client.api.create_container(
-                image, name=self.name(role), labels=self.labels(role), detach=True,
-                command=command, ports=list(ports), user=user,
-                host_config=self.client.api.create_host_config(
-                    port_bindings={p: ("127.0.0.1", None) for p in ports},
-                    binds=volumes,
-                    restart_policy={"Name": "no"}),
-                networking_config=self.client.api.create_networking_config(
-                    {network: self.client.api.create_endpoint_config(aliases=[alias])}))
-            self.client.api.start(c["Id"])
-        self._read_aux_ports()
-
-    def _aux_container(self, role: str) -> Any:
-        found = list_containers(
-            self.client, label_filters(self.spec.run_id, self.spec.trial_id, role))
-        if not found:
-            raise DeployError(f"the {role} container of {self.spec.trial_id} is missing")
-        return found[0]
-
-    def _read_aux_ports(self) -> None:
-        lb = self._aux_container("lb").attrs
-        prom = self._aux_container("prometheus").attrs
-        lb_port = published_port(lb, haproxy.LB_PORT)
-        stats_port = published_port(lb, haproxy.STATS_PORT)
-        prom_port = published_port(prom, prometheus.PORT)
-        if not (lb_port and stats_port and prom_port):
-            raise DeployError("the LB / Prometheus containers published no port on "
-                              "127.0.0.1 (did they start?)")
-        self._lb_port, self._stats_port, self._prom_port = lb_port, stats_port, prom_port
-
-    def _wait_frontends(self, deadline: float) -> None:
-        """Return when the LB answers HTTP, its admin socket answers, and Prometheus is
-        ready; fail fast when one of their containers exited (a config error)."""
-        pending = {"lb", "admin", "prometheus"}
-        while pending:
-            if "lb" in pending and http_answers(self.lb_url() + "/", timeout_s=1.0):
-                pending.discard("lb")
-            if "admin" in pending and self._api is not None and self._api.answers():
-                pending.discard("admin")
-            url = self.prometheus_url()
-            if "prometheus" in pending and url and prometheus.is_ready(url, timeout_s=1.0):
-                pending.discard("prometheus")
-            if not pending:
-                return
-            for role in ("lb", "prometheus"):
-                c = self._aux_container(role)
-                if c.status in ("exited", "dead"):
-                    logs = c.logs(tail=15).decode(errors="replace").strip()
-                    raise DeployError(f"the {role} container exited at start: {logs}")
-            if self._clock.now() > deadline:
-                raise DeployError(f"{', '.join(sorted(pending))} did not answer within "
-                                  f"{self.deploy_timeout_s:.0f} s")
-            self._clock.sleep(0.2)
-
-    def wait_ready(self, n: int, timeout_s: float = 60.0) -> list[Replica]:
-        """Block until n replicas are READY (tests, tools); DeployError on timeout."""
-        deadline = self._clock.now() + timeout_s
-        while True:
-            self._cache = None
-            reps = self.replicas()
-            ready = [r for r in reps if r.state == ReplicaState.READY]
-            if len(ready) >= n:
-                return ready
-            if self._clock.now() > deadline:
-                raise DeployError(f"{len(ready)} of {n} replicas ready after {timeout_s} s; "
-                                  + " ".join(self.explain_unready()))
-            self._clock.sleep(0.2)
-
-    # ── ReadinessDiagnostics ──────────────────────────────────────────────────────
-    def explain_unready(self, log_lines: int = 5) -> list[str]:
-        """Why replicas are not ready: per unready replica its container state, exit
-        code, OOM flag, the prober's last outcomes and its last log lines; and whether
-        the prober itself is alive. Best effort: a failing inspect is said, not raised."""
-        out: list[str] = []
-        self._cache = None
-        try:
-            reps, by_id = self._snapshot()
-        except Exception as e:
-            return [f"replicas could not be listed ({type(e).__name__}: {e})"]
-        status = self._status.read() if self._status is not None else None
-        for r in reps:
-            if r.state == ReplicaState.READY:
-                continue
-            c = by_id.get(r.id)
-            st = ((c.attrs.get("State") if c is not None else None) or {})
-            probes = self._probes_of(r.address) if r.address else ()
-            out.append(describe_replica(r, st, probes, container_logs(c, log_lines)))
-        if not reps:
-            out.append("no replica container exists")
-        if status is not None and status.resolve_error and not status.probes:
-            out.append(f"the prober cannot resolve {status.resolve_error}")
-        out.extend(self._prober_problem(log_lines))
-        return out
-
-    def _prober_problem(self, log_lines: int) -> list[str]:
-        try:
-            found = self._trial_containers("prober")
-        except Exception as e:
-            return [f"the prober could not be inspected ({type(e).__name__})"]
-        if not found:
-            return ["the readiness prober container is missing"]
-        c = found[0]
-        st = c.attrs.get("State") or {}
-        if st.get("Status") == "running":
-            return []
-        return [f"the readiness prober died (state={st.get('Status')} "
-                f"exit_code={st.get('ExitCode')}): {container_logs(c, log_lines)}"]
-
-    # ── tear-down steps ────────────────────────────────────────────────────────────
-    def _snapshot_metrics(self) -> None:
-        """A kept trial: the head and WAL as blocks before Prometheus goes (kept_tsdb.py)."""
-        self._metrics_snapshot: str | None = None
-        url = self.prometheus_url()
-        if self.keep_metrics_dir is not None and url:
-            from harness.deploy.kept_tsdb import snapshot
-
-            self._metrics_snapshot = snapshot(url)
-
-    def _finalize_metrics(self) -> None:
-        if self.keep_metrics_dir is not None:
-            from harness.deploy.kept_tsdb import finalize
-
-            finalize(self.keep_metrics_dir, getattr(self, "_metrics_snapshot", None))
-
-    def _prometheus_data(self) -> Path:
-        """The host folder Prometheus writes its TSDB into (it runs as our uid)."""
-        assert self.workdir is not None
-        if self.keep_metrics_dir is not None:
-            self.keep_metrics_dir.mkdir(parents=True, exist_ok=True)
-            return self.keep_metrics_dir.resolve()
-        data = self.workdir / "prometheus-data"
-        data.mkdir(exist_ok=True)
-        return data
-
-    def _prometheus_retention(self) -> str:
-        return prometheus.KEPT_RETENTION if self.keep_metrics_dir is not None else "1h"
-
     def _trial_containers(self, role: str | None = None) -> list[Any]:
         return list_containers(
             self.client, label_filters(self.spec.run_id, self.spec.trial_id, role))
@@ -818,46 +430,3 @@ class DockerDeployerBase:
 
     def _after_teardown(self) -> None:
         """Subclass hook (the orchestrated deployer leaves the swarm it created)."""
-
-
-def remove_containers(containers: Iterable[Any], log: Callable[[str], None] | None = None
-                      ) -> None:
-    import docker.errors
-
-    for c in containers:
-        try:
-            if c.status == "paused":
-                c.unpause()
-            c.remove(force=True, v=True)  # v: anonymous volumes (e.g. an image VOLUME)
-            if log:
-                log(f"removed container {c.name}")
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError as e:
-            if "already in progress" not in str(e):
-                raise
-
-
-def remove_networks(client: Any, names: Iterable[str], timeout_s: float = 20.0,
-                    log: Callable[[str], None] | None = None) -> None:
-    """Remove networks, retrying while endpoints detach (Swarm's take a moment)."""
-    import docker.errors
-
-    for name in names:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                net = client.networks.get(name)
-            except docker.errors.NotFound:
-                break
-            try:
-                net.remove()
-                if log:
-                    log(f"removed network {name}")
-                break
-            except docker.errors.NotFound:
-                break
-            except docker.errors.APIError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.3)

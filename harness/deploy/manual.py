@@ -22,13 +22,11 @@ from harness.deploy import haproxy
 from harness.deploy.base import DeploySpec, EventSink, ReplicaState
 from harness.deploy.docker_common import (
     APP_ALIAS,
-    NO_HEALTHCHECK,
-    STOP_GRACE_S,
     DockerDeployerBase,
-    app_env,
     container_ip,
     remove_containers,
 )
+from harness.deploy.docker_objects import NO_HEALTHCHECK, STOP_GRACE_S, app_env
 from harness.errors import DeployError
 
 

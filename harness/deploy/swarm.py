@@ -34,80 +34,17 @@ from typing import Any
 
 from harness.clock import Clock
 from harness.deploy import haproxy
-from harness.deploy.base import MANAGED_LABEL, DeploySpec, EventSink, Replica, ReplicaState
-from harness.deploy.docker_common import (
-    NO_HEALTHCHECK,
-    STOP_GRACE_S,
-    DockerDeployerBase,
-    app_env,
-    remove_containers,
+from harness.deploy.base import DeploySpec, EventSink, Replica, ReplicaState
+from harness.deploy.docker_common import DockerDeployerBase, remove_containers
+from harness.deploy.docker_objects import NO_HEALTHCHECK, STOP_GRACE_S, app_env
+from harness.deploy.swarm_state import (
+    ensure_swarm,
+    leave_swarm_if_ours,
 )
-from harness.errors import DeployError, PrerequisiteError
+from harness.errors import DeployError
 
-SWARM_INIT_LABEL = "harness.swarm-initialised-by"  # run id; on the swarm's own spec
-GWBRIDGE_LABEL = "harness.gwbridge-existed"  # "true"/"false" before the harness's init
-GWBRIDGE = "docker_gwbridge"
 TASK_ID_LABEL = "com.docker.swarm.task.id"
 NS = 1_000_000_000
-
-
-def ensure_swarm(client: Any, run_id: str) -> bool:
-    """Make this node a swarm manager; True when the harness initialised the swarm now."""
-    import docker.errors
-
-    info = client.info().get("Swarm") or {}
-    state = info.get("LocalNodeState", "inactive")
-    if state == "active":
-        if not info.get("ControlAvailable"):
-            raise PrerequisiteError("this Docker node is a swarm worker; the orchestrated "
-                                    "strategy needs a manager node")
-        return False
-    if state != "inactive":
-        raise PrerequisiteError(f"this node's swarm state is {state!r}; fix it first "
-                                "(docker swarm leave --force, if it is yours)")
-    gw_existed = bool(client.networks.list(names=[GWBRIDGE]))
-    try:
-        client.swarm.init(advertise_addr="127.0.0.1", listen_addr="127.0.0.1:2377",
-                          labels={MANAGED_LABEL: "true", SWARM_INIT_LABEL: run_id,
-                                  GWBRIDGE_LABEL: str(gw_existed).lower()})
-    except docker.errors.APIError as e:
-        if "already part of a swarm" in str(e):  # someone (another trial) was quicker
-            return False
-        raise PrerequisiteError(f"docker swarm init failed: {e}") from None
-    return True
-
-
-def leave_swarm_if_ours(client: Any) -> bool:
-    """Leave the swarm if the harness initialised it and nobody uses it any more."""
-    import docker.errors
-
-    info = client.info().get("Swarm") or {}
-    if info.get("LocalNodeState") != "active" or not info.get("ControlAvailable"):
-        return False
-    client.swarm.reload()
-    labels = (client.swarm.attrs.get("Spec") or {}).get("Labels") or {}
-    if labels.get(MANAGED_LABEL) != "true" or SWARM_INIT_LABEL not in labels:
-        return False  # not ours: never leave someone else's swarm
-    if client.services.list():
-        return False
-    others = [n for n in client.networks.list(filters={"driver": "overlay"})
-              if n.name != "ingress"]
-    if others:  # a trial of another run is between creating its network and its service
-        return False
-    try:
-        client.swarm.leave(force=True)
-    except docker.errors.APIError as e:
-        if "not part of a swarm" in str(e):
-            return False
-        raise
-    if labels.get(GWBRIDGE_LABEL) == "false":
-        # swarm state the harness created: the bridge every swarm container used
-        with contextlib.suppress(docker.errors.APIError):
-            for n in client.networks.list(names=[GWBRIDGE]):
-                n.reload()
-                if not n.attrs.get("Containers"):
-                    n.remove()
-    return True
 
 
 @dataclass(frozen=True)
