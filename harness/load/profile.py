@@ -144,7 +144,7 @@ class Profile:
                                f"(got {len(rows[0])} columns, none named t_s)")
         value_col = next((c for c in ("rps", "users", "value") if c in header), None)
         if value_col is None:
-            raise ProfileError(f"{p}:1: header has no 'rps' (or 'users') column")
+            raise ProfileError(f"{p}:1: header has no 'rps' column (nor 'users')")
         it, iv = header.index("t_s"), header.index(value_col)
         if len(rows) - 1 > MAX_TRACE_ROWS:
             raise ProfileError(f"{p}: {len(rows) - 1} rows, over the limit of {MAX_TRACE_ROWS}")
@@ -155,7 +155,7 @@ class Profile:
             try:
                 t, v = float(row[it]), float(row[iv])
             except ValueError:
-                raise ProfileError(f"{p}:{n}: t_s or {value_col} is not a number") from None
+                raise ProfileError(f"{p}:{n}: not a number (t_s or {value_col})") from None
             if not (math.isfinite(t) and math.isfinite(v)):
                 raise ProfileError(f"{p}:{n}: values must be finite")
             if v < 0:
