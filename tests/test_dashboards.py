@@ -298,14 +298,15 @@ def test_provisioning_points_at_the_mounted_dashboards() -> None:
     assert source["url"] == "${PROMETHEUS_URL}"
     prov = yaml.safe_load((DASH / "grafana/provisioning/dashboards/harness.yml").read_text())
     path = prov["providers"][0]["options"]["path"]
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    compose = yaml.safe_load((ROOT / "harness" / "assets" / "docker-compose.yml").read_text())
     g = compose["services"]["grafana"]
     assert g["profiles"] == ["observability"]
     mounts = {v.split(":")[1]: v.split(":")[0] for v in g["volumes"]}
-    assert mounts[path] == "./dashboards/grafana/dashboards"
-    assert mounts["/etc/grafana/provisioning"] == "./dashboards/grafana/provisioning"
+    # relative to the compose file's folder (it ships in the package: harness/assets/)
+    assert mounts[path] == "../../dashboards/grafana/dashboards"
+    assert mounts["/etc/grafana/provisioning"] == "../../dashboards/grafana/provisioning"
     for host_dir in mounts.values():
-        assert (ROOT / host_dir).is_dir()
+        assert (ROOT / "harness" / "assets" / host_dir).resolve().is_dir()
     env = g["environment"]
     assert env["GF_SERVER_HTTP_ADDR"] == "127.0.0.1"  # loopback only
     assert "PROMETHEUS_URL" in env
@@ -316,8 +317,9 @@ def test_compose_file_with_observability_profile_is_valid() -> None:
     exe = shutil.which("docker-compose")
     if exe is None:
         pytest.skip("docker-compose is not installed")
-    r = subprocess.run([exe, "-f", str(ROOT / "docker-compose.yml"),
-                        "--project-directory", str(ROOT), "--profile", "observability",
+    r = subprocess.run([exe, "-f", str(ROOT / "harness" / "assets" / "docker-compose.yml"),
+                        "--project-directory", str(ROOT / "harness" / "assets"),
+                        "--profile", "observability",
                         "config", "--services"], capture_output=True, text=True, timeout=60,
                        cwd=ROOT)
     assert r.returncode == 0, r.stderr
@@ -328,7 +330,8 @@ def test_grafana_has_no_default_admin_login() -> None:
     """Grafana's image creates admin/admin unless told otherwise: anyone on the machine
     could then log in and change dashboards or data sources. Checked in the config only
     (there is no Grafana image here); the keys are Grafana's documented settings."""
-    doc = yaml.safe_load((Path(__file__).resolve().parent.parent / "docker-compose.yml")
+    doc = yaml.safe_load((Path(__file__).resolve().parent.parent / "harness" / "assets"
+                          / "docker-compose.yml")
                          .read_text())
     env = doc["services"]["grafana"]["environment"]
     assert env["GF_SECURITY_DISABLE_INITIAL_ADMIN_CREATION"] == "true"

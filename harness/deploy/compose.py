@@ -28,8 +28,7 @@ from harness.deploy.docker_common import DockerDeployerBase, remove_containers, 
 from harness.deploy.docker_objects import APP_IMAGE, LB_ALIAS, app_env, harness_user, write_text
 from harness.errors import DeployError, PrerequisiteError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+COMPOSE_FILE = Path(__file__).resolve().parents[1] / "assets" / "docker-compose.yml"
 DEFAULTS_DIR = Path(__file__).resolve().parent / "compose_defaults"
 SERVICE = "app"
 COMMAND_TIMEOUT_S = 180.0

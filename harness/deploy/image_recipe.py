@@ -6,6 +6,7 @@ harness/deploy/images.py is the command and what deployers ask."""
 
 import contextlib
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -15,10 +16,32 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-DOCKER_DIR = ROOT / "docker"
-SAMPLE_APP_DIR = ROOT / "sample_app"
-CACHE_DIR = ROOT / ".cache"
+ROOT = Path(__file__).resolve().parents[2]  # the source checkout, when run from one
+# build contexts ship inside the package, so an installed harness builds the same images
+DOCKER_DIR = Path(__file__).resolve().parents[1] / "assets" / "docker"
+
+
+def _sample_app_dir() -> Path:
+    """The sample app's package folder (installed next to harness, or in the checkout)."""
+    spec = importlib.util.find_spec("sample_app")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return ROOT / "sample_app"
+
+
+def _cache_dir() -> Path:
+    """Wheelhouse and build logs: the checkout's .cache (scripts/setup.sh), else the
+    user's cache folder (an installed harness must not write into site-packages)."""
+    if env := os.environ.get("HARNESS_CACHE_DIR"):
+        return Path(env)
+    if (ROOT / "pyproject.toml").is_file():
+        return ROOT / ".cache"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "harness"
+
+
+SAMPLE_APP_DIR = _sample_app_dir()
+CACHE_DIR = _cache_dir()
 WHEELHOUSE = CACHE_DIR / "wheelhouse"
 WORK_DIR = CACHE_DIR / "images"  # build logs, the lock, the temporary rootfs
 
