@@ -327,6 +327,7 @@ def _run(loaded: LoadedScenario, path: Path, opts: RunOptions, plat: Platform,
         from harness.cleanup import sweep_everything
 
         sweep_everything(run_id, docker_timeout_s=4)
+        runlock.forget(run_id)
 
     stopper = Stopper(sweep_now)
     stopper.install()

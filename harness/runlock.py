@@ -37,9 +37,14 @@ def hold(run_id: str, root: Path = DEFAULT_ROOT) -> int:
 
 def release(fd: int, run_id: str, root: Path = DEFAULT_ROOT) -> None:
     try:
-        (root / "runs" / f"{run_id}.lock").unlink(missing_ok=True)
+        forget(run_id, root)
     finally:
         os.close(fd)
+
+
+def forget(run_id: str, root: Path = DEFAULT_ROOT) -> None:
+    """Remove the run's lock file (the second Ctrl-C exits without unwinding)."""
+    (root / "runs" / f"{run_id}.lock").unlink(missing_ok=True)
 
 
 def is_held(run_id: str, root: Path = DEFAULT_ROOT) -> bool | None:

@@ -341,7 +341,9 @@ def test_a_second_ctrl_c_still_marks_the_run_incomplete(tmp_path: Path) -> None:
             p.kill()
             p.wait()
     assert p.returncode == 130
-    assert _run_json(tmp_path / "results")["status"] == "incomplete"
+    meta = _run_json(tmp_path / "results")
+    assert meta["status"] == "incomplete"
+    assert runlock.is_held(meta["run_id"]) is None  # no stale lock file left behind
 
 
 def _dead_pid() -> int:
