@@ -30,7 +30,8 @@ from harness.bounds import MAX_REPLICAS
 
 # = sorted(registry.POLICIES), tested
 PolicyName = Literal["hpa", "predictive", "step", "target-tracking"]
-MetricPreset = Literal["cpu", "latency_p95_ms", "rps", "utilization"]  # = metrics.PRESETS
+# = sorted(metrics.PRESETS), tested
+MetricPreset = Literal["cpu", "latency_p95_ms", "lb_queue", "lb_rps", "rps", "utilization"]
 
 
 class _Strict(BaseModel):
@@ -188,12 +189,18 @@ BEHAVIOR_POLICIES = ("hpa", "predictive")
 
 
 class AutoscalerSpec(_Strict):
-    policy: PolicyName = "hpa"
+    policy: PolicyName = Field(
+        "hpa", description="hpa: the Kubernetes HPA; predictive: scales for a forecast of "
+                           "the total demand (metric × ready replicas) one provisioning lag "
+                           "ahead, by Holt's linear trend method (Holt 1957; Hyndman & "
+                           "Athanasopoulos, Forecasting: Principles and Practice, §8.2), "
+                           "then the HPA's behavior; step; target-tracking")
     metric: MetricPreset | CustomMetric = Field(
         "utilization",
         description="utilization (in-flight / worker slots, e.g. target 0.6), rps (requests "
-                    "per second per replica), latency_p95_ms, cpu (cores per replica), or a "
-                    "custom PromQL")
+                    "per second per replica), latency_p95_ms, cpu (cores per replica), "
+                    "lb_rps (requests/s arriving at the load balancer ÷ ready replicas), "
+                    "lb_queue (LB queue + sessions ÷ ready replicas), or a custom PromQL")
     target: float = Field(gt=0, le=1e9, description="target value per replica (HPA "
                                                     "AverageValue)")
     min_replicas: int = Field(1, ge=1, le=MAX_REPLICAS)
@@ -209,7 +216,8 @@ class AutoscalerSpec(_Strict):
     step: StepSpec | None = Field(None, description="step policy options")
     target_tracking: TargetTrackingSpec | None = Field(None, description="target-tracking "
                                                                          "policy options")
-    predictive: PredictiveSpec | None = Field(None, description="predictive policy options")
+    predictive: PredictiveSpec | None = Field(None, description="predictive policy options "
+                                                                "(Holt's α, β, lead)")
 
     @model_validator(mode="after")
     def _consistent(self) -> AutoscalerSpec:

@@ -37,7 +37,9 @@
                  color: "#c7d0d9" }] },
     { id: "autoscaler", title: "Autoscaler metric vs target", unit: "",
       series: [{ key: "metric", label: "metric" },
-               { key: "target", label: "target", dash: [6, 4], width: 1.2 }] }
+               { key: "target", label: "target", dash: [6, 4], width: 1.2 },
+               // predictive policy only: its forecast total ÷ ready replicas
+               { key: "forecast", label: "forecast", dash: [2, 3] }] }
   ];
   var M = { l: 56, r: 12, t: 14, b: 22 };
   var charts = [];
