@@ -128,8 +128,9 @@ def test_lb_rps_sees_the_spike_beyond_capacity_and_scales_earlier(
     # lb_rps × ready = the arrival rate at the LB, ~450 req/s once the spike is on
     total = (lb["metric_mean"] * lb["ready"]).median()
     assert 400 < total < 500, total
-    # 450 / 48 → 10 replicas: lb_rps asks for them at its first look at the spike; the
-    # utilization HPA gets there step by step (≤ 1/0.6 × per decision) or later
-    t_lb, t_util = first_t(spike, "lb", 10), first_t(spike, "util", 10)
+    # 450 / 48 = 9.4 → 9 replicas (within the tolerance): lb_rps asks for them as soon as
+    # its 4 s window holds the spike (t = 18 with this seed); the utilization HPA climbs
+    # 3 → 4 → 5 → 7 → 8 → 10, at most 1/0.6 × per decision (t = 26 with this seed)
+    t_lb, t_util = first_t(spike, "lb", 9), first_t(spike, "util", 9)
     assert t_lb < t_util, (t_lb, t_util)
-    assert t_lb <= 15 + 8, t_lb
+    assert t_lb <= 15 + 6, t_lb
