@@ -252,6 +252,28 @@ def report(run_dir: Path) -> None:
 
 
 @cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--strategy", default=None, help="Only this autoscaled strategy.")
+@click.option("--policy", "policies", multiple=True, metavar="P",
+              help="Policy to replay (repeatable; default: the one the run used).")
+@click.option("--target", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Another per-replica target than the recorded one.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where to write decisions.csv and replay.svg (default: RUN_DIR/replay).")
+def replay(run_dir: Path, strategy: str | None, policies: tuple[str, ...],
+           target: float | None, out: Path | None) -> None:
+    """What would policy P have decided? Re-runs policies offline, on each recorded
+    decision time, on the metric values and replica counts RUN_DIR recorded.
+
+    A what-if on recorded inputs: it cannot know how the system would have responded to
+    different decisions (for that, run the policy on --platform sim).
+    """
+    from harness.replay import replay_run
+
+    replay_run(run_dir, strategy, policies, out, target, echo=click.echo)
+
+
+@cli.command()
 @click.argument("results_dir", required=False, default="results",
                 type=click.Path(file_okay=False, path_type=Path))
 @click.option("--port", type=click.IntRange(0, 65535), default=8642, show_default=True,

@@ -43,6 +43,9 @@ class PolicyState:
     recommendations: tuple[TimedChange, ...] = ()  # raw recommendations (stabilization)
     scale_up_events: tuple[TimedChange, ...] = ()  # replicas added per scale (rate limits)
     scale_down_events: tuple[TimedChange, ...] = ()  # replicas removed per scale
+    # a policy's own memory beyond the HPA's (e.g. the predictive policy's smoothed level
+    # and trend); opaque to everything else, kept as it is by pruned()
+    extra: tuple[float, ...] = ()
 
     def with_scale(self, now: float, before: int, after: int) -> PolicyState:
         """The state after the deployer went from ``before`` to ``after`` replicas."""
@@ -67,8 +70,8 @@ class PolicyState:
         """Drop entries no window can see again (older than ``keep_s``): the HPA reuses such
         slots (markScaleEventsOutdated); dropping them keeps the state small the same way."""
         cut = now - keep_s
-        return PolicyState(
-            recommendations=tuple(r for r in self.recommendations if r.t > cut),
+        return replace(
+            self, recommendations=tuple(r for r in self.recommendations if r.t > cut),
             scale_up_events=tuple(e for e in self.scale_up_events if e.t > cut),
             scale_down_events=tuple(e for e in self.scale_down_events if e.t > cut))
 
@@ -84,6 +87,7 @@ class Decision:
     desired: int  # final, after min/max
     reasons: tuple[str, ...]  # HPA vocabulary, one per step that mattered
     state: PolicyState = field(default_factory=PolicyState)
+    forecast: float | None = None  # predictive policies: the demand they scaled for
 
     @property
     def reason(self) -> str:

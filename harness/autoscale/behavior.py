@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from harness.autoscale.base import PolicyState, TimedChange
 from harness.autoscale.spec import Behavior, Rules
@@ -153,7 +153,7 @@ def normalize(current: int, recommended: int, min_replicas: int, max_replicas: i
     keep_s = max(behavior.scale_up.stabilization_window_s,
                  behavior.scale_down.stabilization_window_s, behavior.longest_period_s)
     recs = (*state.recommendations, TimedChange(now, recommended))
-    new_state = PolicyState(recs, state.scale_up_events, state.scale_down_events)
+    new_state = replace(state, recommendations=recs)
     reasons = ((stab_reason,) if stab_reason else ()) + (lim.reason,)
     return Normalized(stabilized, lim.rate_limited, lim.desired, reasons,
                       new_state.pruned(now, keep_s))

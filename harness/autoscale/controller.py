@@ -49,6 +49,7 @@ class DecisionRow(TypedDict):
     desired: int | None
     reason: str
     action: str  # scale | none | error
+    forecast: float | None  # predictive policies only
 
 
 def format_values(replicas: list[Replica], values: dict[str, float | None],
@@ -60,7 +61,9 @@ def format_values(replicas: list[Replica], values: dict[str, float | None],
 
 
 def _num(v: float | None) -> str:
-    return "missing" if v is None else f"{v:.4g}"
+    # repr: the shortest text that reads back as the same float, so `harness replay` can
+    # feed a policy exactly what the controller saw (a rounded value can move a ceil())
+    return "missing" if v is None else repr(float(v))
 
 
 class Controller:
@@ -87,7 +90,7 @@ class Controller:
                           current_replicas=None, ready=None, unready=None, missing=None,
                           metric_values="", metric_mean=None, target=self.spec.target,
                           recommended=None, stabilized=None, rate_limited=None, desired=None,
-                          reason="", action="none")
+                          reason="", action="none", forecast=None)
         self.steps += 1
         try:
             current = self.deployer.desired()
@@ -134,7 +137,7 @@ class Controller:
     @staticmethod
     def _fill(row: DecisionRow, d: Decision) -> None:
         row.update(recommended=d.recommended, stabilized=d.stabilized,
-                   rate_limited=d.rate_limited, desired=d.desired)
+                   rate_limited=d.rate_limited, desired=d.desired, forecast=d.forecast)
 
     def _emit(self, row: DecisionRow, action: str, reason: str) -> DecisionRow:
         row["action"], row["reason"] = action, reason

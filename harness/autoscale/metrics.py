@@ -11,6 +11,15 @@ app_service_time_seconds, app_ready, app_utilization (= in-flight / worker slots
 at scrape time, hence averaged over the window) and prometheus_client's process metrics.
 app_requests_total counts every route (health checks and scrapes too); the latency
 histogram only served /work requests.
+
+Two presets read the load balancer instead (``scope="backend"``): HAProxy's built-in
+``prometheus-exporter`` (scraped as job ``haproxy``, harness/deploy/prometheus.py) counts
+requests as they *arrive* at the backend, so the controller sees demand beyond what the
+replicas can complete — where ``utilization`` saturates at 1.0. A backend-level value is
+one number for the whole deployment; the source divides it by the number of ready replicas
+and gives every ready replica that share, as the HPA does for an Object/External metric with
+an ``AverageValue`` target (value / current pods). The ratio to the target is then the
+total demand over target × ready replicas.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -28,8 +38,13 @@ from harness.autoscale.spec import AutoscalerSpec, CustomMetric, ScrapeRule
 @dataclass(frozen=True)
 class Preset:
     promql: str  # '{window}' → e.g. "10s"
-    scrape: ScrapeRule
+    scrape: ScrapeRule | None  # None: not on a replica's /metrics (needs Prometheus)
     doc: str
+    scope: Literal["replica", "backend"] = "replica"  # backend: ÷ ready replicas
+
+
+# HAProxy's exporter labels its backend series with proxy="<backend name>"
+_LB = 'proxy="app"'
 
 
 PRESETS: dict[str, Preset] = {
@@ -43,6 +58,17 @@ PRESETS: dict[str, Preset] = {
         ScrapeRule(kind="quantile", metric="app_request_duration_seconds", quantile=0.95,
                    scale=1000.0),
         "95th percentile request latency per replica, ms (no traffic → missing)"),
+    "lb_queue": Preset(
+        f"sum by (instance) (avg_over_time(haproxy_backend_current_queue{{{_LB}}}[{{window}}])"
+        f" + avg_over_time(haproxy_backend_current_sessions{{{_LB}}}[{{window}}]))",
+        None,
+        "requests waiting in HAProxy's backend queue plus sessions open to the replicas, "
+        "per ready replica (backend-level, ÷ ready)", scope="backend"),
+    "lb_rps": Preset(
+        f"sum by (instance) (rate(haproxy_backend_http_requests_total{{{_LB}}}[{{window}}]))",
+        None,
+        "requests per second arriving at the load balancer's backend, per ready replica "
+        "(backend-level, ÷ ready): demand, not completions", scope="backend"),
     "rps": Preset(
         # /work only: health checks and scrapes would add a few requests per second
         'sum by (instance) (rate(app_requests_total{path="/work"}[{window}]))',
@@ -53,6 +79,12 @@ PRESETS: dict[str, Preset] = {
         ScrapeRule(kind="gauge", metric="app_utilization"),
         "busy worker slots / worker slots per replica (in-flight / capacity), 0..1"),
 }
+
+
+def backend_level(spec: AutoscalerSpec) -> bool:
+    """True for a metric the LB reports once for all replicas (divided by ready ones)."""
+    m = spec.metric
+    return isinstance(m, str) and PRESETS[m].scope == "backend"
 
 
 def window_text(window_s: float) -> str:

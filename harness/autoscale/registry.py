@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from harness.autoscale.base import Policy
 from harness.autoscale.hpa import HpaPolicy
+from harness.autoscale.predictive import PredictivePolicy
 from harness.autoscale.simple import StepPolicy, TargetTrackingPolicy
 from harness.autoscale.spec import AutoscalerSpec
 
@@ -18,6 +19,7 @@ PolicyFactory = Callable[[AutoscalerSpec], Policy]
 # alphabetical, like KEDA's builder switch; spec.PolicyName lists the same names (tested)
 POLICIES: dict[str, PolicyFactory] = {
     "hpa": HpaPolicy,
+    "predictive": PredictivePolicy,
     "step": StepPolicy,
     "target-tracking": TargetTrackingPolicy,
 }

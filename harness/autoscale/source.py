@@ -99,7 +99,11 @@ class PrometheusSource:
     def __init__(self, base_url: str, promql: str,
                  instance_of: Callable[[Replica], str] | Mapping[str, str], *,
                  timeout_s: float = 2.0, stale_after_s: float = 10.0,
-                 get: Callable[[str, float], str] = http_get) -> None:
+                 get: Callable[[str, float], str] = http_get, per_ready: bool = False
+                 ) -> None:
+        """``per_ready``: the query returns one backend-level series (the LB's); each ready
+        replica gets its total ÷ the number of ready replicas (metrics.py, lb_* presets)."""
+        self.per_ready = per_ready
         self.base_url = base_url.rstrip("/")
         self.promql = promql
         self.query = m.fresh_only(promql, stale_after_s)
@@ -146,6 +150,12 @@ class PrometheusSource:
         except MetricFetchError as e:
             self.last_error = str(e)
             return {r.id: None for r in replicas}
+        if self.per_ready:
+            if not by_instance:
+                self.last_error = "no fresh series from the load balancer"
+                return {r.id: None for r in replicas}
+            share = math.fsum(by_instance.values()) / len(replicas)
+            return {r.id: share for r in replicas}
         out: dict[str, float | None] = {}
         for r in replicas:
             inst = _lookup(self.instance_of, r)

@@ -10,7 +10,7 @@ direction (k8s.io/kubernetes pkg/apis/autoscaling/v2/defaults.go ``GenerateHPASc
 max(4 pods, 100 %) per 15 s; scale-down uses a 300 s window and may remove 100 % per 15 s.
 
     autoscaler:
-      policy: hpa                # hpa | step | target-tracking
+      policy: hpa                # hpa | predictive | step | target-tracking
       metric: utilization        # preset, or {promql: "...", scrape: {...}}
       target: 0.6                # per-replica target of that metric
       min_replicas: 2
@@ -29,8 +29,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from harness.bounds import MAX_REPLICAS
 
-PolicyName = Literal["hpa", "step", "target-tracking"]  # = sorted(registry.POLICIES), tested
-MetricPreset = Literal["cpu", "latency_p95_ms", "rps", "utilization"]  # = metrics.PRESETS
+# = sorted(registry.POLICIES), tested
+PolicyName = Literal["hpa", "predictive", "step", "target-tracking"]
+# = sorted(metrics.PRESETS), tested
+MetricPreset = Literal["cpu", "latency_p95_ms", "lb_queue", "lb_rps", "rps", "utilization"]
 
 
 class _Strict(BaseModel):
@@ -166,16 +168,41 @@ class TargetTrackingSpec(_Strict):
     scale_in_cooldown_s: float = Field(300, ge=0, le=3600)
 
 
+class PredictiveSpec(_Strict):
+    """Holt's linear trend forecast of the total demand (see harness/autoscale/predictive.py)."""
+
+    alpha: float = Field(0.5, gt=0, le=1, description="level smoothing (Holt's α): 1 follows "
+                                                       "the newest value only")
+    beta: float = Field(0.3, gt=0, le=1, description="trend smoothing (Holt's β*)")
+    lead_s: float | None = Field(
+        None, ge=0, le=3600,
+        description="how far ahead to forecast, s: the provisioning lag. Default: measured "
+                    "in the run (scale-up decision → the new replicas ready), starting "
+                    "from initial_lead_s until a first scale-up was seen through")
+    initial_lead_s: float = Field(10, ge=0, le=3600, description="lead until one was "
+                                                                 "measured")
+
+
+# policies that read the HPA's behavior block (stabilization windows, rate limits)
+BEHAVIOR_POLICIES = ("hpa", "predictive")
+
+
 # --- the block ----------------------------------------------------------------------------
 
 
 class AutoscalerSpec(_Strict):
-    policy: PolicyName = "hpa"
+    policy: PolicyName = Field(
+        "hpa", description="hpa: the Kubernetes HPA; predictive: scales for a forecast of "
+                           "the total demand (metric × ready replicas) one provisioning lag "
+                           "ahead, by Holt's linear trend method (Holt 1957; Hyndman & "
+                           "Athanasopoulos, Forecasting: Principles and Practice, §8.2), "
+                           "then the HPA's behavior; step; target-tracking")
     metric: MetricPreset | CustomMetric = Field(
         "utilization",
         description="utilization (in-flight / worker slots, e.g. target 0.6), rps (requests "
-                    "per second per replica), latency_p95_ms, cpu (cores per replica), or a "
-                    "custom PromQL")
+                    "per second per replica), latency_p95_ms, cpu (cores per replica), "
+                    "lb_rps (requests/s arriving at the load balancer ÷ ready replicas), "
+                    "lb_queue (LB queue + sessions ÷ ready replicas), or a custom PromQL")
     target: float = Field(gt=0, le=1e9, description="target value per replica (HPA "
                                                     "AverageValue)")
     min_replicas: int = Field(1, ge=1, le=MAX_REPLICAS)
@@ -186,18 +213,24 @@ class AutoscalerSpec(_Strict):
                                                            "− 1| ≤ tolerance")
     window_s: float = Field(10, ge=1, le=600, description="rate / quantile window of the "
                                                           "metric presets")
-    behavior: Behavior = Field(default_factory=Behavior, description="hpa policy only")
+    behavior: Behavior = Field(default_factory=Behavior, description="hpa and predictive "
+                                                                     "policies only")
     step: StepSpec | None = Field(None, description="step policy options")
     target_tracking: TargetTrackingSpec | None = Field(None, description="target-tracking "
                                                                          "policy options")
+    predictive: PredictiveSpec | None = Field(None, description="predictive policy options "
+                                                                "(Holt's α, β, lead)")
 
     @model_validator(mode="after")
     def _consistent(self) -> AutoscalerSpec:
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"min_replicas ({self.min_replicas}) is above max_replicas "
                              f"({self.max_replicas})")
-        if "behavior" in self.model_fields_set and self.policy != "hpa":
-            raise ValueError(f"'behavior' applies to policy hpa, not {self.policy}")
+        if "behavior" in self.model_fields_set and self.policy not in BEHAVIOR_POLICIES:
+            raise ValueError(f"'behavior' applies to policies hpa and predictive, not "
+                             f"{self.policy}")
+        if self.predictive is not None and self.policy != "predictive":
+            raise ValueError(f"'predictive' options given but policy is {self.policy}")
         if self.step is not None and self.policy != "step":
             raise ValueError(f"'step' options given but policy is {self.policy}")
         if self.target_tracking is not None and self.policy != "target-tracking":

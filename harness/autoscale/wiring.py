@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from harness.autoscale.controller import Controller, DecisionRow
-from harness.autoscale.metrics import promql_for, scrape_rule_for
+from harness.autoscale.metrics import backend_level, promql_for, scrape_rule_for
 from harness.autoscale.registry import make_policy
 from harness.autoscale.source import (
     MetricSource,
@@ -41,13 +41,16 @@ def build_source(spec: AutoscalerSpec, deployer: Deployer, clock: Clock) -> Metr
             return src
     prom = deployer.prometheus_url()
     if prom and isinstance(deployer, PrometheusTargets):
-        return PrometheusSource(prom, promql_for(spec), deployer.instance_of)
+        return PrometheusSource(prom, promql_for(spec), deployer.instance_of,
+                                per_ready=backend_level(spec))
     rule = scrape_rule_for(spec)
     if isinstance(deployer, ScrapeTargets) and rule is not None:
         return ScrapeSource(deployer.metrics_url_of, rule, clock, window_s=spec.window_s)
     if isinstance(deployer, ScrapeTargets):
-        raise DeployError(f"metric {spec.metric_name!r} is custom PromQL without a 'scrape' "
-                          f"rule, and the {deployer.kind} deployer has no Prometheus server")
+        raise DeployError(f"metric {spec.metric_name!r} cannot be read from a replica's "
+                          f"/metrics (custom PromQL without a 'scrape' rule, or a load-"
+                          f"balancer metric), and the {deployer.kind} deployer has no "
+                          f"Prometheus server")
     raise DeployError(f"the {deployer.kind} deployer offers no way to read per-replica "
                       "metrics (instance_of / metrics_url_of / metric_source)")
 

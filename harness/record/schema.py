@@ -121,6 +121,8 @@ DECISIONS = KEY + _cols(
     ("desired", "final desired replicas after min/max"),
     ("reason", "why, in the HPA's vocabulary (e.g. ScaleUpLimit, ScaleDownStabilized)"),
     ("action", "what the controller did: scale | none | error"),
+    ("forecast", "predictive policy: forecast total demand (metric × replicas) over its "
+                 "lead time, that it scaled for; empty for other policies"),
 )
 
 SUMMARY_CORE = KEY + _cols(

@@ -37,7 +37,9 @@
                  color: "#c7d0d9" }] },
     { id: "autoscaler", title: "Autoscaler metric vs target", unit: "",
       series: [{ key: "metric", label: "metric" },
-               { key: "target", label: "target", dash: [6, 4], width: 1.2 }] },
+               { key: "target", label: "target", dash: [6, 4], width: 1.2 },
+               // predictive policy only: its forecast total ÷ ready replicas
+               { key: "forecast", label: "forecast", dash: [2, 3] }] },
     // the machine itself (record/host.py): is the host, not the strategy, the limit?
     { id: "host", title: "Host: CPU busy and CPU pressure", unit: "%",
       series: [{ key: "host_cpu", label: "CPU busy" },

@@ -2,7 +2,8 @@
 like a Grafana dashboard.
 
 Panels: offered vs served rate, p95/p99 latency, error rate, replicas (desired vs ready
-vs demand), autoscaler metric vs target. Every strategy is overlaid in its own colour;
+vs demand), autoscaler metric vs target (with a predictive policy's forecast ÷ ready
+replicas when decisions.csv has one). Every strategy is overlaid in its own colour;
 disturbances are shaded regions (load spikes/steps, surges) and vertical lines (faults,
 marks); the time axis is shared (drag to zoom, wheel to zoom, double-click or "reset
 zoom" to reset) with a crosshair and tooltip; the summary table is on top.
@@ -96,6 +97,25 @@ def _col(ts: pd.DataFrame, name: str) -> pd.Series:
     return pd.to_numeric(ts[name], errors="coerce")
 
 
+def _forecast_of(dec: pd.DataFrame, strategy: str, trial: int, ts: pd.DataFrame
+                 ) -> list[float | None] | None:
+    """A predictive policy's forecast (decisions.csv ``forecast``, a total) ÷ the ready
+    replicas, on the timeseries' seconds (each decision holds until the next), so it
+    reads on the same scale as the per-replica metric and target. None: no forecast."""
+    if dec.empty or "forecast" not in dec.columns:
+        return None
+    d = dec[(dec["strategy"] == strategy) & (dec["trial"] == trial)
+            & dec["forecast"].notna() & (dec["ready"] > 0)]
+    if d.empty or ts.empty:
+        return None
+    per = pd.DataFrame({"t_s": d["t_s"].astype(float),
+                        "forecast": d["forecast"].astype(float) / d["ready"].astype(float)}
+                       ).sort_values("t_s")
+    grid = pd.DataFrame({"t_s": ts["t_s"].astype(float)}).sort_values("t_s")
+    merged = pd.merge_asof(grid, per, on="t_s", direction="backward")
+    return _clean(merged["forecast"], 4)
+
+
 def _summary_table(summary: RunSummary, strategies: list[str], colors: dict[str, str],
                    seed: int) -> dict[str, Any]:
     trials = summary.trials
@@ -186,7 +206,11 @@ def dashboard_data(data: RunData, summary: RunSummary | None = None) -> dict[str
     series: dict[str, dict[str, Any]] = {}
     trials_of: dict[str, list[int]] = {}
     for strategy, trial, ts, _ev in trial_frames(data):
-        series.setdefault(strategy, {})[str(trial)] = _series_of(ts, cap)
+        one = _series_of(ts, cap)
+        fc = _forecast_of(data.decisions, strategy, trial, ts)
+        if fc is not None:
+            one["forecast"] = fc
+        series.setdefault(strategy, {})[str(trial)] = one
         trials_of.setdefault(strategy, []).append(trial)
     slo = data.slo
     warnings = list(data.warnings) + [str(w) for w in data.run.get("warnings") or []]

@@ -303,6 +303,15 @@ class SimWorld:
         self.completed_total += int(self._done_ticks[i])
         self._done_ticks[i] = 0
 
+    def lb_sessions(self, t: float) -> int:
+        """Connections HAProxy's backend has open at t (haproxy_backend_current_sessions):
+        every request inside a server of the rotation, plus those a paused one holds. The
+        backend's own queue (current_queue) stays empty: servers have no maxconn."""
+        members = self.members() if callable(self.members) else np.zeros(0, np.int64)
+        if members.size == 0:
+            return 0
+        return int(self.bank.outstanding(members, t).sum() + self._stuck[members].sum())
+
     def _serve_tick(self, t: float) -> None:
         if self.closed:
             arrival, user = self._closed_arrivals(t)

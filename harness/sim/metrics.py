@@ -14,6 +14,9 @@ source uses:
 - rps:             increase over the window (counter resets count as restarts from 0) / span
 - latency_p95_ms:  histogram_quantile(0.95) of the window's bucket increases
 - cpu:             requests/s × (CPU_MS + 0.3 ms of HTTP handling): a crude model
+- lb_rps:          rate of the load balancer's arrivals counter (every request sent passes
+                   HAProxy: the world's ``sent_total``) ÷ ready replicas
+- lb_queue:        avg_over_time of HAProxy's open backend sessions (``lb_sessions``) ÷ ready
 
 A replica whose newest sample is older than ``stale_after_s`` or that has too few samples
 (a rate needs two) is missing, as it is for the Prometheus source.
@@ -37,7 +40,8 @@ LATENCY_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.
                      0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, math.inf)
 HTTP_CPU_MS = 0.3  # CPU the real app spends per request outside CPU_MS (rough)
 
-PRESETS = ("utilization", "rps", "latency_p95_ms", "cpu")
+PRESETS = ("utilization", "rps", "latency_p95_ms", "cpu", "lb_rps", "lb_queue")
+LB_PRESETS = ("lb_rps", "lb_queue")  # one backend-level series, scraped from HAProxy
 
 
 class SimMetricSource:
@@ -62,6 +66,9 @@ class SimMetricSource:
         self._util = np.zeros((self.rows, 0))
         self._reqs = np.zeros((self.rows, 0))
         self._lat = np.zeros((self.rows, 0, len(LATENCY_BUCKETS_S)))
+        self._lb_t = np.full(self.rows, -np.inf)  # HAProxy's exporter, always scraped
+        self._lb_reqs = np.zeros(self.rows)
+        self._lb_sessions = np.zeros(self.rows)
         self._next = 0
         if metric == "latency_p95_ms":
             world.bank.track_latency(LATENCY_BUCKETS_S)
@@ -83,6 +90,9 @@ class SimMetricSource:
         pairs = self.deployer.scraped(t)
         i = self._next % self.rows
         self._next += 1
+        self._lb_t[i] = t
+        self._lb_reqs[i] = self.world.sent_total
+        self._lb_sessions[i] = self.world.lb_sessions(t)
         self._t[i] = t
         self._inst[i] = 0  # 0: nobody scraped in this slot
         if not pairs:
@@ -100,6 +110,8 @@ class SimMetricSource:
         if not replicas:
             return out
         now = self.clock.now()
+        if self.metric in LB_PRESETS:
+            return self._lb_sample(replicas, now)
         where = self.deployer.instances()
         known = [(r.id, *where[r.id]) for r in replicas if r.id in where]
         out = {r.id: None for r in replicas}
@@ -152,3 +164,22 @@ class SimMetricSource:
             self.last_error = f"no fresh series for {', '.join(gaps[:5])}" + \
                 (" …" if len(gaps) > 5 else "")
         return out
+
+    def _lb_sample(self, replicas: list[Replica], now: float) -> dict[str, float | None]:
+        """A backend-level value ÷ ready replicas, the same share for each (as
+        harness.autoscale.source.PrometheusSource with per_ready)."""
+        order = np.argsort(self._lb_t)
+        t = self._lb_t[order]
+        win = (t > now - self.window_s) & (t <= now)
+        total: float | None = None
+        if self.metric == "lb_queue" and win.any():
+            total = float(self._lb_sessions[order][win].mean())
+        elif self.metric == "lb_rps" and win.sum() >= 2:
+            ts = t[win]
+            span = ts[-1] - ts[0]
+            if span > 0:
+                total = m.counter_increase(self._lb_reqs[order][win].tolist()) / span
+        if total is None:
+            self.last_error = "no fresh series from the load balancer"
+            return {r.id: None for r in replicas}
+        return {r.id: total / len(replicas) for r in replicas}
