@@ -32,20 +32,23 @@ def script_hash(js: str) -> str:
     return f"'sha256-{base64.b64encode(digest).decode('ascii')}'"
 
 
-def csp(script_hashes: tuple[str, ...] = ()) -> str:
+def csp(script_hashes: tuple[str, ...] = (), forms: str = "'none'") -> str:
     """The policy: nothing from anywhere but inline styles, the listed inline scripts and
-    fetches to the page's own origin (the live dashboard polls data.json)."""
+    fetches to the page's own origin (the live dashboard polls data.json). `forms`: where
+    a form may submit (only the served index's run picker needs its own origin)."""
     scripts = " ".join(script_hashes) if script_hashes else "'none'"
     return ("default-src 'none'; "
             f"script-src {scripts}; "
             "style-src 'unsafe-inline'; img-src data:; connect-src 'self'; "
-            "base-uri 'none'; form-action 'none'")
+            f"base-uri 'none'; form-action {forms}")
 
 
 def header_csp(script_js: tuple[str, ...] = ()) -> str:
     """Sent as a header on every server response (`frame-ancestors` works only there);
     `script_js`: the inline scripts the server's pages carry (the dashboard's)."""
-    return csp(tuple(script_hash(js) for js in script_js)) + "; frame-ancestors 'none'"
+    # the index's run picker submits to /compare on this server (Host-checked like the rest)
+    return csp(tuple(script_hash(js) for js in script_js), forms="'self'") \
+        + "; frame-ancestors 'none'"
 
 
 def meta_csp(script_js: str | None = None) -> str:
