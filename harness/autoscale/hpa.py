@@ -84,6 +84,21 @@ def hpa_replicas(current_replicas: int, ready_values: Sequence[float], unready: 
                                tolerance)[0]
 
 
+
+def outside_bounds(spec: AutoscalerSpec, cur: int, state: PolicyState) -> Decision | None:
+    """reconcileAutoscaler's first three cases, which never look at metrics or behaviours:
+    scaling disabled (0 replicas), above max, below min. None: the policy decides."""
+    if cur == 0:
+        return Decision(None, None, None, 0, ("ScalingDisabled",), state)
+    if cur > spec.max_replicas:
+        return Decision(None, None, None, spec.max_replicas, ("CurrentAboveMaxReplicas",),
+                        state)
+    if cur < spec.min_replicas:
+        return Decision(None, None, None, spec.min_replicas, ("CurrentBelowMinReplicas",),
+                        state)
+    return None
+
+
 class HpaPolicy:
     name = "hpa"
 
@@ -93,15 +108,8 @@ class HpaPolicy:
     def decide(self, obs: Observation, state: PolicyState, now: float) -> Decision:
         s = self.spec
         cur = obs.current_replicas
-        # reconcileAutoscaler: these three cases never look at metrics or behaviours
-        if cur == 0:
-            return Decision(None, None, None, 0, ("ScalingDisabled",), state)
-        if cur > s.max_replicas:
-            return Decision(None, None, None, s.max_replicas, ("CurrentAboveMaxReplicas",),
-                            state)
-        if cur < s.min_replicas:
-            return Decision(None, None, None, s.min_replicas, ("CurrentBelowMinReplicas",),
-                            state)
+        if (early := outside_bounds(s, cur, state)) is not None:
+            return early
         recommended, why = replica_calculation(cur, list(obs.ready_values.values()),
                                                obs.unready, obs.missing, obs.target,
                                                s.tolerance)

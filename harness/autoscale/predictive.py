@@ -32,7 +32,7 @@ from dataclasses import replace
 
 from harness.autoscale.base import Decision, Observation, PolicyState
 from harness.autoscale.behavior import normalize
-from harness.autoscale.hpa import ceil_decimal
+from harness.autoscale.hpa import ceil_decimal, outside_bounds
 from harness.autoscale.spec import AutoscalerSpec, PredictiveSpec
 
 NAN = math.nan
@@ -96,14 +96,8 @@ class PredictivePolicy:
     def decide(self, obs: Observation, state: PolicyState, now: float) -> Decision:
         s = self.spec
         cur = obs.current_replicas
-        if cur == 0:
-            return Decision(None, None, None, 0, ("ScalingDisabled",), state)
-        if cur > s.max_replicas:
-            return Decision(None, None, None, s.max_replicas, ("CurrentAboveMaxReplicas",),
-                            state)
-        if cur < s.min_replicas:
-            return Decision(None, None, None, s.min_replicas, ("CurrentBelowMinReplicas",),
-                            state)
+        if (early := outside_bounds(s, cur, state)) is not None:  # as the HPA
+            return early
         mean = obs.metric_mean
         if mean is None:
             raise ValueError("did not receive metrics for any ready replica")
