@@ -1,7 +1,16 @@
-"""What the harness costs the machine it measures: idle CPU per added replica.
+"""What the harness costs the machine it measures: idle CPU per added replica, and CPU
+per request under load split by process group.
 
     .venv/bin/python benchmarks/bench_overhead.py [--kinds manual,compose,orchestrated]
         [--sizes 1,10,30] [--readiness prober,exec] [--settle-s 5] [--measure-s 10]
+    .venv/bin/python benchmarks/bench_overhead.py --load-rps 400 --load-replicas 9
+        [--kinds orchestrated] [--load-s 20]
+
+Under load (`--load-rps`): the real deployer with N replicas, the real load generator
+(the Locust child process, `harness.load.runner.LoadRun`) at a fixed rate, CPU measured
+over the middle of the load per group as below plus the load generator's process group and
+this process; "harness-made" = LB + Prometheus + prober + Docker + docker-proxy + harness,
+as a share of the host's cores (the issue's target: at most 25 % at the demo's peak).
 
 For each kind and size: deploy that many idle sample-app replicas with the real deployer
 (LB, Prometheus, the readiness prober), wait until all are ready, let it settle, then
@@ -131,6 +140,79 @@ def with_exec_probe(client: Any, n: int, settle_s: float, measure_s: float
         sweep(client, run_id, leave_swarm=False)
 
 
+def group_ticks(pgid: int, proc: Path = Path("/proc")) -> int:
+    """CPU ticks (with reaped children) of every process in one process group."""
+    total = 0
+    for d in proc.iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            raw = (d / "stat").read_text()
+        except OSError:
+            continue
+        f = raw[raw.rindex(")") + 2:].split()
+        if int(f[2]) == pgid:
+            total += int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
+    return total
+
+
+def self_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def under_load(client: Any, kind: str, n: int, rps: float, load_s: float
+               ) -> tuple[dict[str, float], float]:
+    """(cores per group over the middle of the load, ok requests per second)."""
+    from harness.load.profile import Profile
+    from harness.load.runner import LoadRun, LoadSpec
+
+    run_id = f"bench-{uuid.uuid4().hex[:8]}"
+    spec = DeploySpec(run_id=run_id, trial_id=f"{kind}-{n}",
+                      app=AppSpec(env=APP_ENV), replicas=n)
+    d = create("docker", kind, client=client, spec=spec, on_event=lambda e: None,
+               clock=RealClock(), spare_slots=max(20, n))
+    ok: list[int] = []
+    try:
+        d.deploy()
+        d.wait_ready(n, timeout_s=60 + 6 * n)  # type: ignore[attr-defined]
+        load = LoadRun(LoadSpec(base_url=d.lb_url(), profile=Profile.constant(rps, load_s),
+                                max_in_flight=600, timeout_s=3.0, run_id=run_id),
+                       on_second=lambda s: ok.append(s.ok))
+        load.start()
+        try:
+            time.sleep(min(5.0, load_s / 4))  # past the start
+            pgid = load.pid or 0
+            g0, s0 = group_ticks(pgid), self_seconds()
+            window = max(1.0, load_s / 2)
+            groups = measure(client, run_id, window)
+            groups["loadgen"] = round((group_ticks(pgid) - g0) / TICK / window, 4)
+            groups["harness"] = round(max(0.0, self_seconds() - s0) / window, 4)
+            load.wait()
+        finally:
+            load.stop()
+        served = sum(ok[-int(window):]) / window if ok else 0.0
+        return groups, served
+    finally:
+        d.teardown()
+
+
+HARNESS_MADE = ("lb", "prometheus", "prober", "docker", "docker-proxy", "harness")
+
+
+def report_load(kind: str, n: int, rps: float, groups: dict[str, float],
+                served: float) -> None:
+    cores = os.cpu_count() or 1
+    made = sum(groups.get(k, 0.0) for k in HARNESS_MADE)
+    per_req = {k: (v / served * 1000 if served else float("nan"))
+               for k, v in sorted(groups.items())}
+    print(f"load {kind:13} {n:2} replicas at {rps:g} req/s (served {served:.0f}/s): "
+          f"harness-made {made:.3f} cores = {100 * made / cores:.0f} % of {cores} cores",
+          flush=True)
+    print("  CPU ms per request: " + "  ".join(f"{k} {v:.3f}" for k, v in per_req.items()),
+          flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--kinds", default="manual,compose,orchestrated")
@@ -138,8 +220,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--readiness", default="prober")
     ap.add_argument("--settle-s", type=float, default=5.0)
     ap.add_argument("--measure-s", type=float, default=10.0)
+    ap.add_argument("--load-rps", type=float, default=None,
+                    help="measure under this load instead of idle")
+    ap.add_argument("--load-replicas", type=int, default=9)
+    ap.add_argument("--load-s", type=float, default=20.0)
     a = ap.parse_args(argv)
     client = docker_client(timeout_s=120)
+    if a.load_rps is not None:
+        for kind in a.kinds.split(","):
+            groups, served = under_load(client, kind, a.load_replicas, a.load_rps, a.load_s)
+            report_load(kind, a.load_replicas, a.load_rps, groups, served)
+        return 0
     sizes = sorted(int(s) for s in a.sizes.split(","))
     for readiness in a.readiness.split(","):
         kinds = a.kinds.split(",") if readiness == "prober" else ["plain containers"]
