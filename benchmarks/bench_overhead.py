@@ -38,11 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.clock import RealClock
 from harness.deploy.base import AppSpec, DeploySpec, labels_for
-from harness.deploy.cgroups import container_cpu_ns
-from harness.deploy.cleanup import sweep
-from harness.deploy.docker_common import label_filters, list_containers
 from harness.deploy.registry import create
 from harness.platform import docker_client
+from harness.platforms.docker.cgroups import container_cpu_ns
+from harness.platforms.docker.cleanup import sweep
+from harness.platforms.docker.docker_common import label_filters, list_containers
 
 DAEMONS = {"dockerd": "docker", "containerd": "docker", "containerd-shim": "docker",
            "containerd-shim-runc-v2": "docker", "runc": "docker",

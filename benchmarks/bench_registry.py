@@ -17,11 +17,11 @@ import sys
 import time
 from typing import Any
 
-from harness.deploy import local_registry
-from harness.deploy.images import DEFAULT_REFS, ROLES, build_images
-from harness.deploy.local_procs import free_port
-from harness.deploy.registry_images import pull, push_images, registry_refs
 from harness.platform import docker_client
+from harness.platforms.docker import local_registry
+from harness.platforms.docker.images import DEFAULT_REFS, ROLES, build_images
+from harness.platforms.docker.registry_images import pull, push_images, registry_refs
+from harness.platforms.local.local_procs import free_port
 
 
 def _untag_all(client: Any, image_id: str) -> None:

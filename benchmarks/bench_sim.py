@@ -31,9 +31,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from harness.platforms.sim.params import SimParams  # noqa: E402
+from harness.platforms.sim.trial import run_sim_trial  # noqa: E402
 from harness.scenario.loader import load_scenario  # noqa: E402
-from harness.sim.params import SimParams  # noqa: E402
-from harness.sim.trial import run_sim_trial  # noqa: E402
 from harness.trial import Recorder  # noqa: E402
 
 TARGET_S_PER_HOUR = 60.0

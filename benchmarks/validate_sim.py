@@ -7,7 +7,7 @@
 Runs the scenario (default examples/validate.yaml: a spike and a crash, three strategies)
 with `harness run --platform docker` unless real runs are given, then on the sim twice —
 with the default platform lags and with lags fitted to the real run's own events
-(harness.sim.calibrate) — each with several seeds, and prints per strategy, sim vs real:
+(harness.platforms.sim.calibrate) — each with several seeds, and prints per strategy, sim vs real:
 throughput, p95 during the spike, failed requests and the recovery time of every
 disturbance, against the targets (throughput within 5 %, p95 within 25 %, recovery within
 20 % or 3 s). The table also goes to <out>/validation.md.
@@ -32,12 +32,12 @@ sys.path.insert(0, str(ROOT))
 
 from harness.analysis.rundata import load_run  # noqa: E402
 from harness.analysis.summary import summarize_run  # noqa: E402
+from harness.platforms.sim.calibrate import fit_params  # noqa: E402
+from harness.platforms.sim.model import AppModel  # noqa: E402
+from harness.platforms.sim.params import SimParams  # noqa: E402
+from harness.platforms.sim.trial import run_sim_scenario  # noqa: E402
 from harness.record.histogram import Histogram  # noqa: E402
 from harness.scenario.loader import load_scenario  # noqa: E402
-from harness.sim.calibrate import fit_params  # noqa: E402
-from harness.sim.model import AppModel  # noqa: E402
-from harness.sim.params import SimParams  # noqa: E402
-from harness.sim.trial import run_sim_scenario  # noqa: E402
 
 TARGETS = {"throughput_rps": ("rel", 0.05), "p95_spike_ms": ("rel", 0.25),
            "recovery": ("rel_or_abs", (0.20, 3.0))}

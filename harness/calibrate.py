@@ -99,7 +99,7 @@ def calibrate(scenario: Path, platform: str | None = None,
     if plat.name == "sim":
         raise PrerequisiteError("calibrate measures real replicas: use docker or local")
     if plat.name == "docker":
-        from harness.deploy.images import ensure_images
+        from harness.platforms.docker.images import ensure_images
         ensure_images(plat.docker)
     slo = SloSpec.of(sc.slo)
     nominal = nominal_capacity(loaded) or 50.0

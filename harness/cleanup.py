@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import runlock
-from harness.deploy.local_procs import labelled_processes, sweep_processes
+from harness.platforms.local.local_procs import labelled_processes, sweep_processes
 
 
 def sweep_everything(run_id: str | None = None, docker_timeout_s: float = 60.0, *,
@@ -49,8 +49,8 @@ def _docker_run_ids() -> set[str]:
     import docker.errors
 
     from harness.deploy.base import MANAGED_LABEL, RUN_LABEL
-    from harness.deploy.docker_objects import list_containers
     from harness.platform import docker_client
+    from harness.platforms.docker.docker_objects import list_containers
 
     client = docker_client()
     f = {"label": [f"{MANAGED_LABEL}=true"]}
@@ -70,7 +70,7 @@ def _sweep(run_id: str | None, docker_timeout_s: float, leave_swarm: bool = True
 
     def docker_part() -> None:
         try:
-            from harness.deploy.cleanup import sweep_all
+            from harness.platforms.docker.cleanup import sweep_all
             result.extend(sweep_all(run_id, leave_swarm=leave_swarm))
         except Exception as e:  # no engine: the processes were all there was to sweep
             result.append(f"docker: not swept ({type(e).__name__}: {e})")
@@ -90,7 +90,7 @@ def sweep_volumes(results_dir: Path, run_id: str | None = None,
     """`harness clean --volumes`: kept metrics (RUN/metrics/ under results_dir, or only
     that run's), the local registries with their storage (all runs only), and copies a
     killed `harness metrics serve` left in the temporary folder."""
-    from harness.deploy.local_registry import sweep as sweep_registries
+    from harness.platforms.docker.local_registry import sweep as sweep_registries
     from harness.record.kept_metrics import METRICS_DIR
 
     lines: list[str] = []

@@ -113,7 +113,7 @@ def images() -> None:
 @click.option("--force", is_flag=True, help="Rebuild even when the cache is current.")
 def images_build(force: bool) -> None:
     """Build the base, sample-app, HAProxy and Prometheus images (cached)."""
-    from harness.deploy.images import build_images
+    from harness.platforms.docker.images import build_images
 
     build_images(force=force, progress=click.echo)
 
@@ -125,8 +125,8 @@ def images_push(registry: str) -> None:
     as :<content hash, 12 digits> and :latest (e.g. 127.0.0.1:5000/harness)."""
     import time
 
-    from harness.deploy.registry_images import parse_push_target, push_images
     from harness.platform import docker_client
+    from harness.platforms.docker.registry_images import parse_push_target, push_images
 
     target = parse_push_target(registry)
     t0 = time.monotonic()
@@ -147,7 +147,7 @@ _port_option = click.option("--port", type=click.IntRange(1, 65535), default=500
 @_port_option
 def registry_up(port: int) -> None:
     """Start it (idempotent); storage in /var/tmp/harness-registry/PORT/."""
-    from harness.deploy.local_registry import up
+    from harness.platforms.docker.local_registry import up
 
     click.echo(up(port).line())
 
@@ -157,7 +157,7 @@ def registry_up(port: int) -> None:
 @click.option("--keep-data", is_flag=True, help="Stop it but keep the pushed images.")
 def registry_down(port: int, keep_data: bool) -> None:
     """Stop it and remove its storage."""
-    from harness.deploy.local_registry import down
+    from harness.platforms.docker.local_registry import down
 
     for line in down(port, keep_data=keep_data) or ["no registry there"]:
         click.echo(line)
@@ -167,7 +167,7 @@ def registry_down(port: int, keep_data: bool) -> None:
 @_port_option
 def registry_status(port: int) -> None:
     """Whether it answers, its pid and the size of its storage (exit 1 when down)."""
-    from harness.deploy.local_registry import status
+    from harness.platforms.docker.local_registry import status
 
     st = status(port)
     click.echo(st.line())
@@ -195,7 +195,7 @@ def metrics_serve(run_dir: Path, port: int) -> None:
 @images.command("list")
 def images_list() -> None:
     """List the images the harness built."""
-    from harness.deploy.images import list_images
+    from harness.platforms.docker.images import list_images
 
     for line in list_images():
         click.echo(line)

@@ -14,6 +14,7 @@ from harness.autoscale.controller import Controller
 from harness.autoscale.source import MetricSource
 from harness.clock import Clock, RealClock
 from harness.deploy.base import (
+    ContainerReplicas,
     Deployer,
     DeployEvent,
     DeploySpec,
@@ -76,10 +77,10 @@ def counts_of(deployer: Deployer, **measured: Any) -> Counts:
 
 def replica_cpu_meter(deployer: Deployer, clock: Clock) -> Callable[[], float | None]:
     """replicas_cpu_pct per second, where the deployer names its containers (Docker)."""
-    ids = getattr(deployer, "container_ids", None)
-    if ids is None:
+    if not isinstance(deployer, ContainerReplicas):
         return lambda: None
-    from harness.deploy.cgroups import ContainerCpu
+    ids = deployer.container_ids
+    from harness.platforms.docker.cgroups import ContainerCpu
 
     meter = ContainerCpu(clock)
 

@@ -166,7 +166,7 @@ def _versions(plat: Platform) -> dict[str, Any]:
         except Exception:
             v["docker_engine"] = None
         try:
-            from harness.deploy.images import image_versions
+            from harness.platforms.docker.images import image_versions
             v.update(image_versions())
         except Exception:
             pass
@@ -193,7 +193,7 @@ def runtime_for(plat: Platform, loaded: LoadedScenario, strategy: Strategy, tria
                 workers: int | None) -> TrialRuntime:
     """The platform side of one trial (harness/trial.py runs it the same way on all)."""
     if plat.name == "sim":
-        from harness.sim.runtime import SimRuntime
+        from harness.platforms.sim.runtime import SimRuntime
 
         return SimRuntime(loaded, strategy, trial)
     from harness.realtime import RealRuntime
@@ -203,7 +203,7 @@ def runtime_for(plat: Platform, loaded: LoadedScenario, strategy: Strategy, tria
 
 def _registry_of(opts: RunOptions, sc: Scenario, plat: Platform) -> str | None:
     """--registry, else the scenario's images.registry; docker only."""
-    from harness.deploy.registry_images import parse_push_target
+    from harness.platforms.docker.registry_images import parse_push_target
 
     registry = parse_push_target(opts.registry) if opts.registry else sc.images.registry
     if registry and plat.name != "docker":
@@ -215,8 +215,8 @@ def _registry_of(opts: RunOptions, sc: Scenario, plat: Platform) -> str | None:
 def _check_registry_has_images(plat: Platform, registry: str) -> None:
     """Every image the deployers will pull is in the registry (one line, exit 2, before
     the run folder exists)."""
-    from harness.deploy.registry_images import registry_digest, run_ref
     from harness.errors import DeployError, PrerequisiteError
+    from harness.platforms.docker.registry_images import registry_digest, run_ref
 
     for role in ("app", "haproxy", "prometheus"):
         ref = run_ref(role, registry)
@@ -266,7 +266,7 @@ def run_scenario(path: Path, opts: RunOptions) -> int:
         _check_registry_has_images(plat, registry)
         plat.registry = registry
     elif plat.name == "docker":
-        from harness.deploy.images import ensure_images
+        from harness.platforms.docker.images import ensure_images
         ensure_images(plat.docker)
     on_row, on_event, metrics_url = _serve_metrics(opts.metrics_port)
     try:

@@ -1,7 +1,7 @@
 """Which runs are alive: a live `harness run` holds an flock for its whole life.
 
 The lock file is `<private root>/runs/<run-id>.lock` (the root is the user's 0700 folder,
-harness.deploy.docker_objects.WORKDIR_ROOT), so `harness clean` can tell a run in progress
+harness.platforms.docker.docker_objects.WORKDIR_ROOT), so `harness clean` can tell a run in progress
 from a leftover without knowing where its results went, and the dashboard can tell a
 `running` run.json whose process died (SIGKILL, power loss) from a live one. The kernel
 drops an flock when its process dies, so a stale lock file never looks alive.

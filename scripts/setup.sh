@@ -8,7 +8,7 @@
 #   2. a Docker engine that answers (started in the background when none does: there is
 #      no systemd on these machines)
 #   3. .venv with `pip install -e '.[dev]'` (skipped while pyproject.toml is unchanged)
-#   4. the images a Docker run needs (`python -m harness.deploy.images build`, cached)
+#   4. the images a Docker run needs (`python -m harness.platforms.docker.images build`, cached)
 #
 # Environment: HARNESS_SKIP_IMAGES=1 skips step 4; HARNESS_DOCKER_WAIT_S (default 60),
 # HARNESS_DOCKERD_LOG (default /var/log/dockerd.log) for a dockerd this script starts.
@@ -162,7 +162,7 @@ fi
 if [[ ${HARNESS_SKIP_IMAGES:-0} == 1 ]]; then
     say "images: skipped (HARNESS_SKIP_IMAGES=1)"
 else
-    .venv/bin/python -m harness.deploy.images build
+    .venv/bin/python -m harness.platforms.docker.images build
 fi
 
 say "done in $((SECONDS - t_start))s"

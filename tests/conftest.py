@@ -47,8 +47,8 @@ def _no_labelled_leftovers() -> Iterator[None]:
     yield
     if not _RUN_IDS:
         return
-    from harness.deploy.cleanup import leftovers, sweep
     from harness.platform import docker_client as make
+    from harness.platforms.docker.cleanup import leftovers, sweep
 
     client = make(timeout_s=30)
     left = {rid: leftovers(client, rid) for rid in _RUN_IDS}

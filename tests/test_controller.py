@@ -439,7 +439,7 @@ def test_real_local_deployer_under_a_load_step(with_prometheus: bool) -> None:
     replicas); interval 2 s, target 0.6, scale-down window 10 s."""
     if with_prometheus and PROMETHEUS is None:
         pytest.skip("prometheus is not installed")
-    from harness.deploy.local import LocalDeployer
+    from harness.platforms.local.local import LocalDeployer
 
     clock = RealClock()
     app = AppSpec(env={"WORKERS": "2", "SERVICE_MS": "200", "SERVICE_DIST": "constant",

@@ -21,11 +21,11 @@ import pytest
 
 from harness.clock import RealClock
 from harness.deploy.base import AppSpec, DeployEvent, DeploySpec, Replica, ReplicaState
-from harness.deploy.cleanup import leftovers
-from harness.deploy.docker_common import DockerDeployerBase
 from harness.deploy.prometheus import up_instances
 from harness.deploy.registry import create
 from harness.deploy.watch import ReplicaWatcher
+from harness.platforms.docker.cleanup import leftovers
+from harness.platforms.docker.docker_common import DockerDeployerBase
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

@@ -17,10 +17,10 @@ import pytest
 
 from harness.clock import RealClock
 from harness.deploy.base import AppSpec, DeploySpec
-from harness.deploy.cleanup import leftovers, sweep
-from harness.deploy.docker_common import WORKDIR_ROOT, DockerDeployerBase
 from harness.deploy.registry import create
 from harness.errors import DeployError
+from harness.platforms.docker.cleanup import leftovers, sweep
+from harness.platforms.docker.docker_common import WORKDIR_ROOT, DockerDeployerBase
 from tests.test_deploy_docker import APP_ENV, need_images
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -41,11 +41,11 @@ def wait_gone(client: Any, run_id: str, timeout_s: float) -> list[str]:
 
 
 class Demo:
-    """`python -m harness.deploy.demo` in its own process, its stdout read by a thread."""
+    """`python -m harness.platforms.docker.demo` in its own process, its stdout read by a thread."""
 
     def __init__(self, kind: str, run_id: str, replicas: int = 2) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HARNESS_")}
-        args = [PYTHON, "-m", "harness.deploy.demo", "--kind", kind, "--run-id", run_id,
+        args = [PYTHON, "-m", "harness.platforms.docker.demo", "--kind", kind, "--run-id", run_id,
                 "--replicas", str(replicas), "--max-s", "300"]
         for k, v in APP_ENV.items():
             args += ["--env", f"{k}={v}"]
@@ -146,7 +146,7 @@ def test_sigkill_then_harness_clean(docker_client: Any, new_run_id: Any) -> None
         assert leftovers(docker_client, run_id), "SIGKILL should leave objects behind"
         harness = str(ROOT / ".venv" / "bin" / "harness")
         cmd = [harness, "clean", "--run", run_id] if os.path.exists(harness) else \
-            [PYTHON, "-c", "from harness.deploy.cleanup import sweep_all;"
+            [PYTHON, "-c", "from harness.platforms.docker.cleanup import sweep_all;"
                            f"[print(x) for x in sweep_all({run_id!r})]"]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
         assert r.returncode == 0, r.stdout + r.stderr

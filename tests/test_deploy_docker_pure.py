@@ -17,14 +17,19 @@ import yaml
 from harness.clock import FakeClock
 from harness.deploy import haproxy, prometheus
 from harness.deploy.base import AppSpec, DeployEvent, DeploySpec, Replica, ReplicaState
-from harness.deploy.compose import COMPOSE_FILE, DEFAULTS_DIR, project_name, write_configs
-from harness.deploy.docker_common import parse_docker_time, replica_state, safe_name
-from harness.deploy.docker_objects import published_port
-from harness.deploy.readiness import Probe, describe_last, describe_replica, first_ready_at
 from harness.deploy.registry import DEPLOYERS, create
-from harness.deploy.swarm import TaskView, select_replicas
 from harness.deploy.watch import LbFirstTraffic, ReplicaWatcher, first_scrapes, transitions
 from harness.errors import UsageError
+from harness.platforms.docker.compose import COMPOSE_FILE, DEFAULTS_DIR, project_name, write_configs
+from harness.platforms.docker.docker_common import parse_docker_time, replica_state, safe_name
+from harness.platforms.docker.docker_objects import published_port
+from harness.platforms.docker.readiness import (
+    Probe,
+    describe_last,
+    describe_replica,
+    first_ready_at,
+)
+from harness.platforms.docker.swarm import TaskView, select_replicas
 
 RS = ReplicaState
 
@@ -337,7 +342,8 @@ def test_registry_knows_the_three_docker_kinds() -> None:
     assert {k for p, k in DEPLOYERS if p == "docker"} == {"manual", "compose",
                                                           "orchestrated"}
     with pytest.raises(UsageError):
-        create("docker", "kubernetes", spec=None)
+        create("docker", "kubernetes", spec=None, on_event=lambda e: None,  # type: ignore[arg-type]
+               clock=FakeClock())
 
 
 def test_registry_drops_options_a_deployer_does_not_take() -> None:
@@ -349,6 +355,9 @@ def test_registry_drops_options_a_deployer_does_not_take() -> None:
     s = create("docker", "orchestrated", client=client, spec=spec, on_event=lambda e: None,
                clock=FakeClock(), restart_delay_s=3.0)
     assert s.restart_delay_s == 3.0  # type: ignore[attr-defined]
+    # each registration declares what it takes: compose has no restart delay of its own
+    assert "restart_delay_s" not in DEPLOYERS[("docker", "compose")].options
+    assert "restart_delay_s" in DEPLOYERS[("docker", "orchestrated")].options
 
 
 def test_compose_defaults_match_the_generators(tmp_path: Path) -> None:

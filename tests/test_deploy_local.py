@@ -34,8 +34,6 @@ from harness.deploy.base import (
     ReplicaState,
 )
 from harness.deploy.haproxy import parse_stats
-from harness.deploy.local import LocalDeployer
-from harness.deploy.local_haproxy import HAProxyConfig, render_config
 from harness.deploy.local_policy import (
     ExitDecision,
     counts_toward_scale,
@@ -43,10 +41,12 @@ from harness.deploy.local_policy import (
     on_exit,
     plan_scale,
 )
-from harness.deploy.local_procs import group_members, pid_alive
-from harness.deploy.local_prometheus import render_config as render_prometheus
-from harness.deploy.local_prometheus import targets_document
 from harness.errors import DeployError, PrerequisiteError
+from harness.platforms.local.local import LocalDeployer
+from harness.platforms.local.local_haproxy import HAProxyConfig, render_config
+from harness.platforms.local.local_procs import group_members, pid_alive
+from harness.platforms.local.local_prometheus import render_config as render_prometheus
+from harness.platforms.local.local_prometheus import targets_document
 
 HAPROXY = shutil.which("haproxy")
 PROMETHEUS = shutil.which("prometheus")
@@ -436,7 +436,7 @@ ATEXIT_CHILD = """
 import json, sys
 from harness.clock import RealClock
 from harness.deploy.base import AppSpec, DeploySpec
-from harness.deploy.local import LocalDeployer
+from harness.platforms.local.local import LocalDeployer
 spec = DeploySpec(run_id="atexit", trial_id="compose-atexit", app=AppSpec(), replicas=2)
 d = LocalDeployer(spec, "compose", lambda e: None, RealClock(), workdir=sys.argv[1])
 d.deploy()

@@ -25,10 +25,10 @@ import pytest
 
 from harness.clock import RealClock
 from harness.deploy.base import AppSpec, DeploySpec, Replica, ReplicaState
-from harness.deploy.cleanup import leftovers
-from harness.deploy.docker_common import DockerDeployerBase
 from harness.deploy.registry import create
 from harness.errors import DeployError
+from harness.platforms.docker.cleanup import leftovers
+from harness.platforms.docker.docker_common import DockerDeployerBase
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

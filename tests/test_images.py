@@ -1,4 +1,4 @@
-"""Images built without a registry (harness/deploy/images.py).
+"""Images built without a registry (harness/platforms/docker/images.py).
 
 Pure parts (apt sources, context hashing, version parsing, overrides) run everywhere; the
 rest builds (or finds current) the real images and runs real containers, which carry
@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import requests
 
-from harness.deploy import images
 from harness.deploy.base import MANAGED_LABEL, RUN_LABEL, labels_for
 from harness.errors import PrerequisiteError
+from harness.platforms.docker import images
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -193,11 +193,11 @@ def test_a_second_build_is_a_cache_hit(client: Any, built: list[images.BuiltImag
 
 @pytest.mark.docker
 def test_cli_entry_point_lists_and_builds_warm(built: list[images.BuiltImage]) -> None:
-    out = subprocess.run([sys.executable, "-m", "harness.deploy.images", "list"],
+    out = subprocess.run([sys.executable, "-m", "harness.platforms.docker.images", "list"],
                          capture_output=True, text=True, timeout=120, check=True).stdout
     for b in built:
         assert b.ref in out and b.image_id.removeprefix("sha256:")[:12] in out
-    r = subprocess.run([sys.executable, "-m", "harness.deploy.images", "build"],
+    r = subprocess.run([sys.executable, "-m", "harness.platforms.docker.images", "build"],
                        capture_output=True, text=True, timeout=300, check=True)
     assert "0 built, 4 current" in r.stdout
 

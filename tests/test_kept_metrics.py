@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from harness.deploy.kept_tsdb import blocks, finalize
+from harness.platforms.docker.kept_tsdb import blocks, finalize
 from harness.record.kept_metrics import create_blocks, openmetrics
 from harness.report.loadgen_metrics import exposed_names
 
@@ -143,7 +143,7 @@ def _query_range(url: str, expr: str, start: float, end: float) -> list[Any]:
 def test_a_kept_run_reopens_with_every_dashboard_query(tmp_path: Path,
                                                        new_run_id: Any,
                                                        docker_client: Any) -> None:
-    from harness.deploy.cleanup import leftovers
+    from harness.platforms.docker.cleanup import leftovers
     from harness.report.metrics_serve import kept_blocks, start, time_range_ms
 
     run_id = new_run_id("kept")

@@ -1,4 +1,4 @@
-"""The readiness prober (harness/deploy/probe_agent.py) as the real process it is in a
+"""The readiness prober (harness/platforms/docker/probe_agent.py) as the real process it is in a
 trial, against real sockets on 127.0.0.1: a server that answers 503 and then 200, a port
 nobody listens on, a socket that accepts and never answers. Plus the host side
 (StatusReader) and the cgroup CPU reader."""
@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from harness.clock import FakeClock
-from harness.deploy.cgroups import ContainerCpu, container_cpu_ns
-from harness.deploy.readiness import AGENT, Probe, StatusReader, first_ready_at
+from harness.platforms.docker.cgroups import ContainerCpu, container_cpu_ns
+from harness.platforms.docker.readiness import AGENT, Probe, StatusReader, first_ready_at
 
 DEADLINE_S = 30.0
 

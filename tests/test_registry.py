@@ -19,16 +19,16 @@ from typing import Any
 
 import pytest
 
-from harness.deploy import local_registry
-from harness.deploy.images import DEFAULT_REFS, ROLES
-from harness.deploy.local_procs import free_port
-from harness.deploy.registry_images import (
+from harness.platforms.docker import local_registry
+from harness.platforms.docker.images import DEFAULT_REFS, ROLES
+from harness.platforms.docker.registry_images import (
     check_registry,
     pinned,
     registry_refs,
     repository,
     run_ref,
 )
+from harness.platforms.local.local_procs import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -152,7 +152,7 @@ def _restore(client: Any, ids: dict[str, str], prefix: str) -> None:
     registry-named tags. Pulls what a failed test left missing."""
     import docker.errors
 
-    from harness.deploy.registry_images import pull
+    from harness.platforms.docker.registry_images import pull
 
     for role, image_id in ids.items():
         try:
@@ -178,10 +178,10 @@ def test_push_remove_local_tags_and_deploy_every_strategy_from_the_registry(
     from harness.cleanup import sweep_volumes
     from harness.clock import RealClock
     from harness.deploy.base import AppSpec, DeploySpec
-    from harness.deploy.cleanup import leftovers
-    from harness.deploy.images import build_images
     from harness.deploy.registry import create
-    from harness.deploy.registry_images import push_images
+    from harness.platforms.docker.cleanup import leftovers
+    from harness.platforms.docker.images import build_images
+    from harness.platforms.docker.registry_images import push_images
 
     build_images(client=docker_client, progress=print, report_cached=False)
     reg_root = tmp_path / "registries"

@@ -174,7 +174,7 @@ def test_sigkill_mid_run_keeps_partial_csvs(tmp_path: Path) -> None:
         if p.poll() is None:
             p.kill()
         # a SIGKILLed harness cannot clean up: `harness clean` removes what it left
-        from harness.deploy.local_procs import labelled_processes
+        from harness.platforms.local.local_procs import labelled_processes
 
         left = {rid for _pid, rid in labelled_processes()}
         assert any(r.startswith("e2e-") for r in left), "replicas should outlive SIGKILL"
@@ -189,7 +189,7 @@ def test_sigkill_mid_run_keeps_partial_csvs(tmp_path: Path) -> None:
     assert (ts.ok_rps > 0).sum() >= 8
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["status"] == "running"  # killed: it never got to say otherwise
-    from harness.deploy.local_procs import labelled_processes
+    from harness.platforms.local.local_procs import labelled_processes
 
     # `harness clean` (in finally above) found every process the killed run left behind
     assert not labelled_processes(meta["run_id"])
@@ -200,7 +200,7 @@ def _labelled_docker_objects(run_id: str) -> list[str]:
 
     client = docker.from_env()
     flt = {"label": [f"harness.run={run_id}"]}
-    from harness.deploy.docker_common import list_containers
+    from harness.platforms.docker.docker_common import list_containers
 
     found = [f"container {c.name}" for c in list_containers(client, flt)]
     found += [f"network {n.name}" for n in client.networks.list(filters=flt)]

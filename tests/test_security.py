@@ -390,7 +390,7 @@ def _labelled_sleep(run_id: str) -> subprocess.Popen[bytes]:
 
 
 def test_clean_skips_a_live_run_unless_all(tmp_path: Path) -> None:
-    from harness.deploy.local_procs import MANAGED_ENV, RUN_ENV
+    from harness.platforms.local.local_procs import MANAGED_ENV, RUN_ENV
 
     assert (MANAGED_ENV, RUN_ENV) == ("HARNESS_MANAGED", "HARNESS_RUN")
     live_id, dead_id = f"t-sec-live-{os.getpid()}", f"t-sec-dead-{os.getpid()}"
@@ -444,8 +444,8 @@ def test_the_real_haproxy_admin_socket_is_mode_600(docker_client: object, run_id
 
     from harness.deploy import haproxy
     from harness.deploy.base import AppSpec, DeploySpec, labels_for
-    from harness.deploy.docker_common import WORKDIR_ROOT, default_image, make_workdir
-    from harness.deploy.docker_objects import remove_workdirs, write_text
+    from harness.platforms.docker.docker_common import WORKDIR_ROOT, default_image, make_workdir
+    from harness.platforms.docker.docker_objects import remove_workdirs, write_text
 
     client: object = docker_client
     spec = DeploySpec(run_id=run_id, trial_id="sock-1", app=AppSpec(), replicas=1)
@@ -503,10 +503,10 @@ def _wait_for(pred: object, timeout_s: float = 60) -> bool:
 
 def test_swarm_ports_while_the_harness_swarm_exists(docker_client: object, run_id: str
                                                     ) -> None:
-    """What README.md and harness/deploy/DOCKER.md state: the swarm's control ports
+    """What README.md and harness/platforms/docker/DOCKER.md state: the swarm's control ports
     (TCP 2377, 7946) stay on 127.0.0.1, Docker's VXLAN data port UDP 4789 listens on all
     addresses while the swarm exists, and it is gone once the harness leaves the swarm."""
-    from harness.deploy.swarm_state import ensure_swarm, leave_swarm_if_ours
+    from harness.platforms.docker.swarm_state import ensure_swarm, leave_swarm_if_ours
 
     client: object = docker_client
     state = (client.info().get("Swarm") or {}).get("LocalNodeState")  # type: ignore[attr-defined]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from harness.sim.calibrate import fit_params, observed_lags
-from harness.sim.params import SimParams
+from harness.platforms.sim.calibrate import fit_params, observed_lags
+from harness.platforms.sim.params import SimParams
 
 
 def ev(rows: list[tuple[str, float, str, str, str]]) -> pd.DataFrame:

@@ -14,9 +14,17 @@ import math
 import numpy as np
 import pytest
 
+from harness.platforms.sim.lb import Balancer
+from harness.platforms.sim.model import (
+    OK,
+    STATUS,
+    TIMEOUT,
+    AppModel,
+    QueueBank,
+    SecondBook,
+    bucket_indices,
+)
 from harness.record.histogram import Histogram, bucket_of
-from harness.sim.lb import Balancer
-from harness.sim.model import OK, STATUS, TIMEOUT, AppModel, QueueBank, SecondBook, bucket_indices
 
 
 def erlang_c(c: int, a: float) -> float:

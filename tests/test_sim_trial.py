@@ -13,11 +13,11 @@ import pytest
 
 from harness.analysis.rundata import load_run
 from harness.analysis.summary import summarize_run
+from harness.platforms.sim.params import SimParams
+from harness.platforms.sim.trial import run_sim_trial
 from harness.record.schema import EVENTS, TIMESERIES, names
 from harness.run import RunOptions, run_scenario
 from harness.scenario.loader import load_scenario
-from harness.sim.params import SimParams
-from harness.sim.trial import run_sim_trial
 from harness.trial import Recorder
 
 ROOT = Path(__file__).resolve().parent.parent

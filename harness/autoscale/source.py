@@ -30,7 +30,7 @@ from typing import Protocol, runtime_checkable
 from urllib.parse import urlencode, urlsplit
 
 from harness.autoscale import metrics as m
-from harness.autoscale.spec import ScrapeRule
+from harness.autoscale.spec import AutoscalerSpec, ScrapeRule
 from harness.clock import Clock
 from harness.deploy.base import Replica
 
@@ -44,6 +44,13 @@ class MetricSource(Protocol):
     def sample(self, replicas: list[Replica]) -> dict[str, float | None]:
         """Replica id → metric value, None when it has none (every id of ``replicas``)."""
         ...
+
+
+@runtime_checkable
+class OwnMetricSource(Protocol):
+    """A deployer that builds its own metric source (the simulator reads its model)."""
+
+    def metric_source(self, spec: AutoscalerSpec) -> MetricSource | None: ...
 
 
 @runtime_checkable

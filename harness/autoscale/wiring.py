@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import Any
 
 from harness.autoscale.controller import Controller, DecisionRow
 from harness.autoscale.metrics import backend_level, promql_for, scrape_rule_for
 from harness.autoscale.registry import make_policy
 from harness.autoscale.source import (
     MetricSource,
+    OwnMetricSource,
     PrometheusSource,
     PrometheusTargets,
     ScrapeSource,
@@ -34,9 +34,8 @@ from harness.errors import DeployError
 
 
 def build_source(spec: AutoscalerSpec, deployer: Deployer, clock: Clock) -> MetricSource:
-    own: Any = getattr(deployer, "metric_source", None)
-    if callable(own):
-        src: MetricSource | None = own(spec)
+    if isinstance(deployer, OwnMetricSource):
+        src = deployer.metric_source(spec)
         if src is not None:
             return src
     prom = deployer.prometheus_url()

@@ -119,6 +119,21 @@ class ReadinessDiagnostics(Protocol):
 
 
 @runtime_checkable
+class ContainerReplicas(Protocol):
+    """A deployer whose replicas are containers: their ids, for reading their cgroups
+    (replicas_cpu_pct in timeseries.csv)."""
+
+    def container_ids(self) -> list[str]: ...
+
+
+@runtime_checkable
+class WaitsReady(Protocol):
+    """A deployer that can wait for its own replicas (tools that run without a trial)."""
+
+    def wait_ready(self, n: int, timeout_s: float = 60.0) -> list[Replica]: ...
+
+
+@runtime_checkable
 class FaultTarget(Protocol):
     """Extra fault abilities beyond crash; a deployer that has them implements this too."""
 

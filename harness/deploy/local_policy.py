@@ -2,7 +2,7 @@
 
 Pure functions of the replica's history and the strategy kind (docs/architecture.md,
 "Conventions"): no processes,
-no clock reads. `harness/deploy/local.py` observes exits, asks `on_exit`, and acts.
+no clock reads. `harness/platforms/local/local.py` observes exits, asks `on_exit`, and acts.
 
 The three kinds emulate their Docker counterparts (docs/architecture.md, "Strategies"):
 

@@ -1,50 +1,58 @@
 """Every deployer, registered under (platform, kind) — one registry (docs/architecture.md,
-"Conventions").
+"Layers and where to add things").
 
-How to add a deployer: write a class that implements `harness.deploy.base.Deployer` (and
-`FaultTarget` if it can kill/pause), give it a factory taking keyword arguments `spec`,
-`on_event`, `clock` (plus whatever options it needs), and add one line to `DEPLOYERS`.
-`create` passes each factory only the options it accepts, so the run loop can hand every
-platform the same arguments (e.g. `client`, `restart_delay_s`).
+A `Registration` is a factory with one signature for every platform —
+`(client, spec, on_event, clock, options) -> Deployer` — and the option names it takes,
+declared next to it. The run loop hands every platform the same options (e.g.
+`restart_delay_s`, `registry`); `create` passes each deployer exactly the declared ones, so
+nothing is guessed from signatures. How to add a deployer: implement
+`harness.deploy.base.Deployer` (and `FaultTarget` if it can kill/pause), write a factory,
+declare its options and add one entry to `DEPLOYERS`.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from harness.deploy.base import Deployer
+from harness.deploy.base import Deployer, DeploySpec, EventSink
 from harness.errors import UsageError
 
-Factory = Callable[..., Deployer]
+Factory = Callable[[Any, DeploySpec, EventSink, Any, Mapping[str, Any]], Deployer]
 
 
-def _docker_manual(*, client: Any, spec: Any, on_event: Any, clock: Any,
-                   **options: Any) -> Deployer:
-    from harness.deploy.manual import ManualDeployer
+@dataclass(frozen=True)
+class Registration:
+    factory: Factory
+    options: frozenset[str]  # the keyword options the deployer takes
+
+
+def _docker_manual(client: Any, spec: DeploySpec, on_event: EventSink, clock: Any,
+                   options: Mapping[str, Any]) -> Deployer:
+    from harness.platforms.docker.manual import ManualDeployer
 
     return ManualDeployer(client, spec, on_event, clock, **options)
 
 
-def _docker_compose(*, client: Any, spec: Any, on_event: Any, clock: Any,
-                    **options: Any) -> Deployer:
-    from harness.deploy.compose import ComposeDeployer
+def _docker_compose(client: Any, spec: DeploySpec, on_event: EventSink, clock: Any,
+                    options: Mapping[str, Any]) -> Deployer:
+    from harness.platforms.docker.compose import ComposeDeployer
 
     return ComposeDeployer(client, spec, on_event, clock, **options)
 
 
-def _docker_orchestrated(*, client: Any, spec: Any, on_event: Any, clock: Any,
-                         restart_delay_s: float = 1.0, **options: Any) -> Deployer:
-    from harness.deploy.swarm import SwarmDeployer
+def _docker_orchestrated(client: Any, spec: DeploySpec, on_event: EventSink, clock: Any,
+                         options: Mapping[str, Any]) -> Deployer:
+    from harness.platforms.docker.swarm import SwarmDeployer
 
-    return SwarmDeployer(client, spec, on_event, clock, restart_delay_s=restart_delay_s,
-                         **options)
+    return SwarmDeployer(client, spec, on_event, clock, **options)
 
 
 def _local(kind: str) -> Factory:
-    def make(*, spec: Any, on_event: Any, clock: Any, **options: Any) -> Deployer:
-        from harness.deploy.local import LocalDeployer
+    def make(client: Any, spec: DeploySpec, on_event: EventSink, clock: Any,
+             options: Mapping[str, Any]) -> Deployer:
+        from harness.platforms.local.local import LocalDeployer
 
         return LocalDeployer(spec, kind, on_event, clock, **options)
 
@@ -52,56 +60,41 @@ def _local(kind: str) -> Factory:
     return make
 
 
-# options the local deployer takes (harness/deploy/local.py, LocalDeployer.__init__)
-_LOCAL_OPTIONS = (
+# harness/platforms/local/local.py, LocalDeployer.__init__
+_LOCAL_OPTIONS = frozenset({
     "restart_delay_s", "haproxy_bin", "prometheus_bin", "workdir", "use_prometheus",
     "max_replicas", "deploy_timeout_s", "balance", "server_timeout_s", "keep_workdir",
-    "emit_replica_events")
+    "emit_replica_events"})
+# harness/platforms/docker/docker_common.py, DockerDeployerBase.__init__
+_DOCKER_COMMON = frozenset({
+    "lb_image", "prometheus_image", "deploy_timeout_s", "workdir_root", "haproxy_settings",
+    "scrape_interval_s", "prober_image", "registry", "keep_metrics_dir"})
 
-# options each Docker deployer takes beyond the common ones (see docker_common)
-_DOCKER_COMMON = ("lb_image", "prometheus_image", "deploy_timeout_s", "workdir_root",
-                  "haproxy_settings", "scrape_interval_s", "prober_image",
-                  "registry", "keep_metrics_dir")
-OPTIONS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("docker", "manual"): (*_DOCKER_COMMON, "spare_slots"),
-    ("docker", "compose"): (*_DOCKER_COMMON, "compose_file", "command"),
-    ("docker", "orchestrated"): (*_DOCKER_COMMON, "restart_delay_s", "leave_swarm"),
-    **{("local", k): _LOCAL_OPTIONS for k in ("manual", "compose", "orchestrated")},
-}
-
-DEPLOYERS: dict[tuple[str, str], Factory] = {
-    ("docker", "compose"): _docker_compose,
-    ("docker", "manual"): _docker_manual,
-    ("docker", "orchestrated"): _docker_orchestrated,
-    **{("local", k): _local(k) for k in ("manual", "compose", "orchestrated")},
-    # the sim's deployer is made by its runtime (harness/sim/runtime.py): it needs the
-    # simulated world, which only exists inside a sim trial
+DEPLOYERS: dict[tuple[str, str], Registration] = {
+    ("docker", "manual"): Registration(_docker_manual, _DOCKER_COMMON | {"spare_slots"}),
+    ("docker", "compose"): Registration(_docker_compose,
+                                        _DOCKER_COMMON | {"compose_file", "command"}),
+    ("docker", "orchestrated"): Registration(_docker_orchestrated,
+                                             _DOCKER_COMMON | {"restart_delay_s",
+                                                               "leave_swarm"}),
+    **{("local", k): Registration(_local(k), _LOCAL_OPTIONS)
+       for k in ("manual", "compose", "orchestrated")},
+    # the sim's deployer is made by its runtime (harness/platforms/sim/runtime.py): it needs
+    # the simulated world, which only exists inside a sim trial
 }
 
 
-def register(platform: str, kind: str, factory: Factory,
-             options: tuple[str, ...] | None = None) -> None:
-    DEPLOYERS[(platform, kind)] = factory
-    if options is not None:
-        OPTIONS[(platform, kind)] = options
+def register(platform: str, kind: str, registration: Registration) -> None:
+    DEPLOYERS[(platform, kind)] = registration
 
 
-def _accepted(key: tuple[str, str], factory: Factory, kwargs: dict[str, Any]) -> dict[str, Any]:
-    params = inspect.signature(factory).parameters
-    base = {k: v for k, v in kwargs.items() if k in params}
-    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        allowed = OPTIONS.get(key)
-        extra = {k: v for k, v in kwargs.items() if k not in base
-                 and (allowed is None or k in allowed)}
-        base.update(extra)
-    return base
-
-
-def create(platform: str, kind: str, **kwargs: Any) -> Deployer:
-    """A deployer for (platform, kind); options it does not take are dropped."""
-    factory = DEPLOYERS.get((platform, kind))
-    if factory is None:
+def create(platform: str, kind: str, *, spec: DeploySpec, on_event: EventSink, clock: Any,
+           client: Any = None, **options: Any) -> Deployer:
+    """A deployer for (platform, kind) with the options it declares; others are dropped."""
+    reg = DEPLOYERS.get((platform, kind))
+    if reg is None:
         known = ", ".join(f"{p}/{k}" for p, k in sorted(DEPLOYERS))
         raise UsageError(f"no deployer for kind {kind!r} on platform {platform!r} "
                          f"(known: {known})")
-    return factory(**_accepted((platform, kind), factory, kwargs))
+    taken = {k: v for k, v in options.items() if k in reg.options}
+    return reg.factory(client, spec, on_event, clock, taken)

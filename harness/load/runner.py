@@ -246,7 +246,7 @@ class LoadRun:
         spec_path.write_text(json.dumps(self.spec.to_dict()), encoding="utf-8")
         self.log_path = Path(self.spec.log_path) if self.spec.log_path else tmp / "load.log"
         r, w = os.pipe()
-        from harness.deploy.local_procs import labelled_env
+        from harness.platforms.local.local_procs import labelled_env
 
         env = labelled_env(dict(os.environ, PYTHONUNBUFFERED="1"), self.spec.run_id)
         with open(self.log_path, "ab") as logf:

@@ -1,7 +1,7 @@
 """`harness run --keep-metrics`: each trial's Prometheus data kept under the run folder.
 
     results/<run>/metrics/<trial>/   Prometheus TSDB blocks: the trial's own Prometheus
-                                     (app replicas, HAProxy; harness/deploy/kept_tsdb.py)
+                                     (app replicas, HAProxy; harness/platforms/docker/kept_tsdb.py)
                                      plus the harness's own series (`harness_*`)
 
 The harness's own series are the ones it serves on `--metrics-port` while a run is live
@@ -143,7 +143,7 @@ class KeptMetrics:
             create_blocks(openmetrics(rows), d)
         size = 0
         if d.is_dir():
-            from harness.deploy.kept_tsdb import size_bytes
+            from harness.platforms.docker.kept_tsdb import size_bytes
 
             size = size_bytes(d)
         self.sizes[trial] = size

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.deploy import prometheus as prom_api
-from harness.deploy.kept_tsdb import blocks
-from harness.deploy.local_procs import free_port, spawn, stop_groups, tail
 from harness.errors import PrerequisiteError, UsageError
+from harness.platforms.docker.kept_tsdb import blocks
+from harness.platforms.local.local_procs import free_port, spawn, stop_groups, tail
 from harness.record.kept_metrics import METRICS_DIR
 
 DEFAULT_PORT = 9090

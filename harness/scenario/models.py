@@ -119,7 +119,7 @@ class Images(Strict):
     def _registry(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        from harness.deploy.registry_images import check_registry
+        from harness.platforms.docker.registry_images import check_registry
 
         return check_registry(v)
 

@@ -33,7 +33,7 @@ from harness.clock import Clock
 from harness.deploy.base import DeployEvent, DeploySpec, Replica, ReplicaState
 from harness.deploy.local_policy import counts_toward_scale, on_exit, plan_scale
 from harness.errors import DeployError
-from harness.sim.params import SimParams
+from harness.platforms.sim.params import SimParams
 
 SIGKILL_EXIT = 137  # a container killed by SIGKILL exits 128 + 9
 
@@ -418,7 +418,7 @@ class SimDeployer:
     def metric_source(self, spec: AutoscalerSpec) -> Any:
         """The controller's metric source: the model sampled as Prometheus would (see
         harness.autoscale.wiring: checked before any Prometheus URL)."""
-        from harness.sim.metrics import SimMetricSource
+        from harness.platforms.sim.metrics import SimMetricSource
 
         try:
             self.source = SimMetricSource(spec, self, self._clock, self._world,

@@ -33,7 +33,7 @@ from harness.autoscale import metrics as m
 from harness.autoscale.spec import AutoscalerSpec
 from harness.clock import Clock
 from harness.deploy.base import Replica
-from harness.sim.params import SimParams
+from harness.platforms.sim.params import SimParams
 
 # sample_app/metrics.py DURATION_BUCKETS, plus +Inf
 LATENCY_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2,

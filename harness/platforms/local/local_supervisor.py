@@ -1,6 +1,6 @@
 """The local platform's replica supervisor: starts replica processes, notices exits,
 applies the strategy kind's restart rules (harness/deploy/local_policy.py), polls readiness
-and pushes the replica set to HAProxy and Prometheus. `LocalDeployer` (harness/deploy/local.py)
+and pushes the replica set to HAProxy and Prometheus. `LocalDeployer` (local.py next to it)
 is the Deployer built on it; the split keeps each file readable in one sitting.
 """
 
@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.clock import Clock
-from harness.deploy import haproxy, local_haproxy, local_prometheus
+from harness.deploy import haproxy
 from harness.deploy.base import DeployEvent, DeploySpec, EventSink, Replica, ReplicaState
 from harness.deploy.local_policy import Kind, on_exit
-from harness.deploy.local_procs import (
+from harness.errors import DeployError
+from harness.platforms.local import local_haproxy, local_prometheus
+from harness.platforms.local.local_procs import (
     child_env,
     exit_description,
     free_port,
@@ -29,7 +31,6 @@ from harness.deploy.local_procs import (
     spawn,
     stop_groups,
 )
-from harness.errors import DeployError
 
 TICK_S = 0.1  # how often exits, due restarts and starting replicas are looked at
 READY_RECHECK_S = 0.5  # how often a READY replica's readiness is polled again

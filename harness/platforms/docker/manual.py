@@ -20,14 +20,14 @@ from typing import Any
 from harness.clock import Clock
 from harness.deploy import haproxy
 from harness.deploy.base import DeploySpec, EventSink, ReplicaState
-from harness.deploy.docker_common import (
+from harness.errors import DeployError
+from harness.platforms.docker.docker_common import (
     APP_ALIAS,
     DockerDeployerBase,
     container_ip,
     remove_containers,
 )
-from harness.deploy.docker_objects import NO_HEALTHCHECK, STOP_GRACE_S, app_env
-from harness.errors import DeployError
+from harness.platforms.docker.docker_objects import NO_HEALTHCHECK, STOP_GRACE_S, app_env
 
 
 class ManualDeployer(DockerDeployerBase):

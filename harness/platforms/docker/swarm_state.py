@@ -1,6 +1,6 @@
 """The single-node swarm the orchestrated strategy runs on: initialised by the harness when
 none exists (marked on the swarm's own spec), left again once nothing of anyone's uses it.
-Used by harness/deploy/swarm.py and by the clean-up sweep (harness/deploy/cleanup.py); it
+Used by swarm.py and by the clean-up sweep (cleanup.py) next to it; it
 depends on nothing but the Docker client and the labels."""
 
 from __future__ import annotations

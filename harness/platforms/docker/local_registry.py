@@ -71,7 +71,7 @@ def render_config(port: int, data_dir: Path) -> str:
         "http": {"addr": f"127.0.0.1:{port}", "headers": {"X-Content-Type-Options":
                                                               ["nosniff"]}},
     }
-    return "# written by harness (harness/deploy/local_registry.py)\n" + yaml.safe_dump(
+    return "# written by harness (harness/platforms/docker/local_registry.py)\n" + yaml.safe_dump(
         cfg, sort_keys=False)
 
 

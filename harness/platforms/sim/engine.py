@@ -26,9 +26,8 @@ import numpy as np
 
 from harness.load.runner import LoadSpec
 from harness.load.stats import CAUSES
-from harness.record.histogram import Histogram
-from harness.sim.lb import Balancer
-from harness.sim.model import (
+from harness.platforms.sim.lb import Balancer
+from harness.platforms.sim.model import (
     CONN,
     STATUS,
     TIMEOUT,
@@ -38,7 +37,8 @@ from harness.sim.model import (
     Served,
     outcome,
 )
-from harness.sim.params import SimParams
+from harness.platforms.sim.params import SimParams
+from harness.record.histogram import Histogram
 
 
 @dataclass

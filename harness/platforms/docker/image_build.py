@@ -1,4 +1,4 @@
-"""Building the images (harness/deploy/images.py says which and why): the host wheelhouse,
+"""Building the images (harness/platforms/docker/images.py says which and why): the host wheelhouse,
 debootstrap + ``docker import`` for the base, ``docker build`` of the others from their
 contexts, labels, the build lock and cleanup of replaced images."""
 
@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.deploy.base import RUN_LABEL, labels_for
-from harness.deploy.image_recipe import (
+from harness.errors import PrerequisiteError
+from harness.platforms.docker.image_recipe import (
     _ROOTFS_PRUNE,
     APP_REQUIREMENTS,
     BUILD_TIMEOUT_S,
@@ -44,7 +45,6 @@ from harness.deploy.image_recipe import (
     parse_version,
     wheel_prefix,
 )
-from harness.errors import PrerequisiteError
 
 
 def ensure_wheelhouse(progress: Progress = print,

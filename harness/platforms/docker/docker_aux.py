@@ -1,6 +1,6 @@
 """The per-trial services next to the replicas on Docker: the HAProxy and Prometheus
 containers, the prober's diagnostics and the kept-metrics steps of the tear-down. A mixin
-of harness/deploy/docker_common.py's DockerDeployerBase, split out so each file reads in
+of harness/platforms/docker/docker_common.py's DockerDeployerBase, split out so each file reads in
 one sitting; it uses the base's state (client, spec, workdir, names and labels)."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from harness.deploy.base import (
     Replica,
     ReplicaState,
 )
-from harness.deploy.docker_objects import (
+from harness.errors import DeployError
+from harness.platforms.docker.docker_objects import (
     LB_ALIAS,
     PROMETHEUS_ALIAS,
     harness_user,
@@ -23,11 +24,10 @@ from harness.deploy.docker_objects import (
     published_port,
     write_text,
 )
-from harness.deploy.readiness import (
+from harness.platforms.docker.readiness import (
     container_logs,
     describe_replica,
 )
-from harness.errors import DeployError
 
 
 class AuxServices:
@@ -182,13 +182,13 @@ class AuxServices:
         self._metrics_snapshot: str | None = None
         url = self.prometheus_url()
         if self.keep_metrics_dir is not None and url:
-            from harness.deploy.kept_tsdb import snapshot
+            from harness.platforms.docker.kept_tsdb import snapshot
 
             self._metrics_snapshot = snapshot(url)
 
     def _finalize_metrics(self) -> None:
         if self.keep_metrics_dir is not None:
-            from harness.deploy.kept_tsdb import finalize
+            from harness.platforms.docker.kept_tsdb import finalize
 
             finalize(self.keep_metrics_dir, getattr(self, "_metrics_snapshot", None))
 

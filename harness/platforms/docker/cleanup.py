@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from harness.deploy.base import MANAGED_LABEL, RUN_LABEL
-from harness.deploy.docker_objects import (
+from harness.platforms.docker.docker_objects import (
     TRIAL_LABEL,
     WORKDIR_ROOT,
     list_containers,
@@ -95,7 +95,7 @@ def sweep(client: Any, run_id: str | None, *, trial_id: str | None = None,
         for d in remove_workdirs(run_id, WORKDIR_ROOT):
             note(f"removed directory {d}")
     if leave_swarm:
-        from harness.deploy.swarm_state import leave_swarm_if_ours
+        from harness.platforms.docker.swarm_state import leave_swarm_if_ours
 
         if leave_swarm_if_ours(client):
             note("left the swarm the harness had initialised")

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from harness.deploy.images import DEFAULT_REFS, HASH_LABEL, ROLES, image_ref
 from harness.errors import DeployError, PrerequisiteError, UsageError
+from harness.platforms.docker.images import DEFAULT_REFS, HASH_LABEL, ROLES, image_ref
 
 Progress = Callable[[str], None]
 

@@ -1,7 +1,7 @@
 """What an image is made of, as data: the base recipe (debootstrap from the host's Debian
 mirror), build contexts as reproducible tars, and the content hashes that decide whether an
-image is current. Pure apart from reading files; harness/deploy/image_build.py builds,
-harness/deploy/images.py is the command and what deployers ask."""
+image is current. Pure apart from reading files; harness/platforms/docker/image_build.py builds,
+harness/platforms/docker/images.py is the command and what deployers ask."""
 
 
 import contextlib
@@ -16,9 +16,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]  # the source checkout, when run from one
+ROOT = Path(__file__).resolve().parents[3]  # the source checkout, when run from one
 # build contexts ship inside the package, so an installed harness builds the same images
-DOCKER_DIR = Path(__file__).resolve().parents[1] / "assets" / "docker"
+DOCKER_DIR = Path(__file__).resolve().parents[2] / "assets" / "docker"
 
 
 def _sample_app_dir() -> Path:

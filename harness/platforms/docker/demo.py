@@ -1,7 +1,8 @@
 """A tiny entry point that deploys one strategy and waits: the target of the signal tests
 (and a handy way to poke at a deployment by hand).
 
-    python -m harness.deploy.demo --kind compose --run-id demo-1 --replicas 2 [--max-s 600]
+    python -m harness.platforms.docker.demo --kind compose --run-id demo-1 --replicas 2 \
+        [--max-s 600]
 
 Prints `READY <lb url> <prometheus url>` once the replicas are ready, then waits until
 SIGINT or SIGTERM (or --max-s), tears everything down and exits 130 / 143 (0 after
@@ -17,7 +18,7 @@ import threading
 from types import FrameType
 
 from harness.clock import RealClock
-from harness.deploy.base import AppSpec, DeployEvent, DeploySpec
+from harness.deploy.base import AppSpec, DeployEvent, DeploySpec, WaitsReady
 from harness.deploy.registry import create
 from harness.platform import docker_client
 
@@ -31,7 +32,7 @@ class _Interrupted(BaseException):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m harness.deploy.demo")
+    ap = argparse.ArgumentParser(prog="python -m harness.platforms.docker.demo")
     ap.add_argument("--kind", choices=["manual", "compose", "orchestrated"], required=True)
     ap.add_argument("--run-id", required=True)
     ap.add_argument("--trial-id", default="demo-1")
@@ -66,9 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     code = 0
     try:
         deployer.deploy()
-        wait = getattr(deployer, "wait_ready", None)
-        if wait is not None:
-            wait(args.replicas, timeout_s=120)
+        if isinstance(deployer, WaitsReady):
+            deployer.wait_ready(args.replicas, timeout_s=120)
         state["deploying"] = False
         print(f"READY {deployer.lb_url()} {deployer.prometheus_url()}", flush=True)
         stop.wait(args.max_s)

@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 
 from harness.deploy.local_policy import DOCKER_BACKOFF_START_S
+from harness.platforms.sim.params import Range, SimParams
 from harness.record.upgrade import upgrade_events
-from harness.sim.params import Range, SimParams
 
 _NUM = r"([-+0-9.eE]+)"
 

@@ -21,13 +21,13 @@ from harness.clock import FakeClock
 from harness.deploy.base import Deployer, DeployEvent, DeploySpec
 from harness.errors import DeployError
 from harness.faults.timeline import FaultTimeline
+from harness.platforms.sim.deployer import SimDeployer
+from harness.platforms.sim.engine import SimWorld
+from harness.platforms.sim.model import AppModel
+from harness.platforms.sim.params import SimParams
 from harness.record.trial_record import Counts, TrialRecord
 from harness.scenario.loader import LoadedScenario
 from harness.scenario.models import Strategy
-from harness.sim.deployer import SimDeployer
-from harness.sim.engine import SimWorld
-from harness.sim.model import AppModel
-from harness.sim.params import SimParams
 
 WALL_OFFSET = 1_700_000_000.0  # the FakeClock's epoch: the sim's "wall" times are fake too
 READY_SLACK_S = 2.0  # the deploy starts this long before everything could be ready

@@ -1,5 +1,5 @@
 """Trials on the ``sim`` platform: ``run_sim_trial`` is harness/trial.py's ``run_trial``
-with the simulator's runtime (harness/sim/runtime.py); ``run_sim_scenario`` runs every trial
+with the simulator's runtime (runtime.py next to it); ``run_sim_scenario`` runs every trial
 of a scenario with explicit ``SimParams`` (validation and benchmarks).
 """
 
@@ -9,11 +9,11 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from harness.platforms.sim.params import SimParams
+from harness.platforms.sim.runtime import SimRuntime
 from harness.record.trial_record import Recorder, TrialResult
 from harness.scenario.loader import LoadedScenario
 from harness.scenario.models import Strategy
-from harness.sim.params import SimParams
-from harness.sim.runtime import SimRuntime
 from harness.trial import run_trial
 
 

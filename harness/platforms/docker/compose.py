@@ -24,11 +24,17 @@ from typing import Any
 from harness.clock import Clock
 from harness.deploy import haproxy, prometheus
 from harness.deploy.base import DeploySpec, EventSink
-from harness.deploy.docker_common import DockerDeployerBase, remove_containers, safe_name
-from harness.deploy.docker_objects import APP_IMAGE, LB_ALIAS, app_env, harness_user, write_text
 from harness.errors import DeployError, PrerequisiteError
+from harness.platforms.docker.docker_common import DockerDeployerBase, remove_containers, safe_name
+from harness.platforms.docker.docker_objects import (
+    APP_IMAGE,
+    LB_ALIAS,
+    app_env,
+    harness_user,
+    write_text,
+)
 
-COMPOSE_FILE = Path(__file__).resolve().parents[1] / "assets" / "docker-compose.yml"
+COMPOSE_FILE = Path(__file__).resolve().parents[2] / "assets" / "docker-compose.yml"
 DEFAULTS_DIR = Path(__file__).resolve().parent / "compose_defaults"
 SERVICE = "app"
 COMMAND_TIMEOUT_S = 180.0

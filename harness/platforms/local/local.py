@@ -52,7 +52,7 @@ from typing import Any
 
 from harness.bounds import REAL_PLATFORM_MAX_REPLICAS
 from harness.clock import Clock
-from harness.deploy import haproxy, local_haproxy, local_prometheus
+from harness.deploy import haproxy
 from harness.deploy.base import DeployEvent, DeploySpec, EventSink, Replica, ReplicaState
 from harness.deploy.local_policy import (
     KINDS,
@@ -60,21 +60,22 @@ from harness.deploy.local_policy import (
     counts_toward_scale,
     plan_scale,
 )
-from harness.deploy.local_procs import (
+from harness.errors import DeployError, HarnessError, PrerequisiteError
+from harness.platforms.local import local_haproxy, local_prometheus
+from harness.platforms.local.local_procs import (
     free_port,
     signal_group,
     stop_groups,
     tail,
     wait_tcp,
 )
-from harness.deploy.local_supervisor import (
+from harness.platforms.local.local_supervisor import (
     TEARDOWN_GRACE_S,
     UNIX_SOCKET_MAX,
     ReplicaSupervisor,
     _Rep,
     default_command,
 )
-from harness.errors import DeployError, HarnessError, PrerequisiteError
 
 
 class LocalDeployer(ReplicaSupervisor):

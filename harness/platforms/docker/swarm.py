@@ -35,13 +35,13 @@ from typing import Any
 from harness.clock import Clock
 from harness.deploy import haproxy
 from harness.deploy.base import DeploySpec, EventSink, Replica, ReplicaState
-from harness.deploy.docker_common import DockerDeployerBase, remove_containers
-from harness.deploy.docker_objects import NO_HEALTHCHECK, STOP_GRACE_S, app_env
-from harness.deploy.swarm_state import (
+from harness.errors import DeployError
+from harness.platforms.docker.docker_common import DockerDeployerBase, remove_containers
+from harness.platforms.docker.docker_objects import NO_HEALTHCHECK, STOP_GRACE_S, app_env
+from harness.platforms.docker.swarm_state import (
     ensure_swarm,
     leave_swarm_if_ours,
 )
-from harness.errors import DeployError
 
 TASK_ID_LABEL = "com.docker.swarm.task.id"
 NS = 1_000_000_000
@@ -120,7 +120,7 @@ class SwarmDeployer(DockerDeployerBase):
 
         app = self.spec.app
         if self.registry:
-            from harness.deploy.registry_images import pinned, registry_digest
+            from harness.platforms.docker.registry_images import pinned, registry_digest
 
             image = pinned(app.image, registry_digest(self.client, app.image))
         else:

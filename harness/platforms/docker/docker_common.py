@@ -39,8 +39,10 @@ from harness.deploy.base import (
     Replica,
     ReplicaState,
 )
-from harness.deploy.docker_aux import AuxServices
-from harness.deploy.docker_objects import (
+from harness.errors import DeployError, PrerequisiteError
+from harness.platforms.docker import docker_faults
+from harness.platforms.docker.docker_aux import AuxServices
+from harness.platforms.docker.docker_objects import (
     APP_ALIAS,
     LB_IMAGE,
     PROBER_IMAGE,
@@ -59,7 +61,7 @@ from harness.deploy.docker_objects import (
     safe_name,
     trial_labels,
 )
-from harness.deploy.readiness import (
+from harness.platforms.docker.readiness import (
     PROBER_DIR,
     STATUS_FILE,
     Probe,
@@ -67,8 +69,6 @@ from harness.deploy.readiness import (
     first_ready_at,
     start_prober,
 )
-from harness.errors import DeployError, PrerequisiteError
-from harness.faults import docker_faults
 
 
 class DockerDeployerBase(AuxServices):
@@ -105,7 +105,7 @@ class DockerDeployerBase(AuxServices):
         # images through a registry (registry_images.py): our own images by its names
         self.registry = registry
         if registry:
-            from harness.deploy.registry_images import run_ref
+            from harness.platforms.docker.registry_images import run_ref
 
             self.lb_image = run_ref("haproxy", registry, self.lb_image)
             self.prometheus_image = run_ref("prometheus", registry, self.prometheus_image)
@@ -185,7 +185,7 @@ class DockerDeployerBase(AuxServices):
             require_images(self.client, self.spec.app.image, self.lb_image,
                            self.prometheus_image, self.prober_image)
             return
-        from harness.deploy.registry_images import pull
+        from harness.platforms.docker.registry_images import pull
 
         refs = [self.lb_image, self.prometheus_image, self.prober_image]
         if not self.engine_pulls_app:
@@ -423,7 +423,7 @@ class DockerDeployerBase(AuxServices):
             remove_networks(self.client, [self.network_name])
 
     def _sweep_trial(self) -> None:
-        from harness.deploy.cleanup import sweep
+        from harness.platforms.docker.cleanup import sweep
 
         sweep(self.client, self.spec.run_id, trial_id=self.spec.trial_id,
               leave_swarm=False)

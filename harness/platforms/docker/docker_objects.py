@@ -1,8 +1,8 @@
 """Docker objects as the harness names, labels, finds and removes them: the labels and
 names every trial's containers carry, parsing `docker inspect`, the per-trial work folders,
 the images a deploy needs, and removal helpers. Pure helpers and thin Docker calls; no
-deployer state (harness/deploy/docker_common.py is the deployer base, harness/deploy/cleanup.py
-the sweep, and both use this)."""
+deployer state (docker_common.py next to it is the deployer base, cleanup.py the sweep,
+and both use this)."""
 
 from __future__ import annotations
 
@@ -230,7 +230,7 @@ def default_image(role: str, fallback: str) -> str:
     """The image `harness images build` made for a role, or the user's override
     (HARNESS_HAPROXY_IMAGE, HARNESS_PROMETHEUS_IMAGE; see images.py)."""
     try:
-        from harness.deploy.images import image_ref
+        from harness.platforms.docker.images import image_ref
     except ImportError:  # pragma: no cover - images.py is part of the package
         return fallback
     return image_ref(role)

@@ -1,6 +1,6 @@
 """The images a Docker run needs, built locally without a container registry.
 
-``harness images build`` (or ``python -m harness.deploy.images build [--force]``) builds,
+``harness images build`` (or ``python -m harness.platforms.docker.images build [--force]``) builds,
 labels and caches four images:
 
 - ``harness-base:bookworm``: ``debootstrap --variant=minbase
@@ -52,7 +52,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from harness.deploy.image_build import (
+from harness.errors import HarnessError, PrerequisiteError
+from harness.platforms.docker.image_build import (
     _build_lock,
     _Builder,
     _docker_client,
@@ -61,7 +62,7 @@ from harness.deploy.image_build import (
     _run_once,
     ensure_wheelhouse,
 )
-from harness.deploy.image_recipe import (
+from harness.platforms.docker.image_recipe import (
     DEFAULT_REFS,
     DOCKER_DIR,
     FALLBACK_MIRROR,
@@ -86,7 +87,6 @@ from harness.deploy.image_recipe import (
     parse_version,
     wheel_prefix,
 )
-from harness.errors import HarnessError, PrerequisiteError
 
 # what callers and tests use from here (the split files are details)
 __all__ = [
@@ -200,7 +200,7 @@ def list_images(client: Any = None) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.deploy.images",
+    parser = argparse.ArgumentParser(prog="python -m harness.platforms.docker.images",
                                      description="Build or list the harness's images.")
     sub = parser.add_subparsers(dest="command", required=True)
     p_build = sub.add_parser("build", help="build the images (cached)")

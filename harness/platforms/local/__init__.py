@@ -1,0 +1,1 @@
+"""The local platform: replicas, HAProxy and Prometheus as host processes."""
