@@ -190,12 +190,15 @@ def test_a_kept_run_reopens_with_every_dashboard_query(tmp_path: Path,
                 if not _query_range(server.url, q, lo / 1000, hi / 1000):
                     empty.append(q)
             assert not empty, f"{trial}: dashboard queries without data: {empty}"
-            # the harness series carry the trial's strategy and trial labels (the other
-            # trial's may linger into this window for the lookback: Prometheus' staleness)
+            # the harness series carry the trial's strategy label, and the trial running is
+            # the level harness_trial (the other trial's may linger into this window for
+            # the lookback: Prometheus' staleness)
             got = _query_range(server.url, 'harness_offered_requests_per_second', lo / 1000,
                                hi / 1000)
-            assert (strategy, "1") in {(s["metric"]["strategy"], s["metric"]["trial"])
-                                       for s in got}
+            assert strategy in {s["metric"]["strategy"] for s in got}
+            level = _query_range(server.url, f'harness_trial{{strategy="{strategy}"}}',
+                                 lo / 1000, hi / 1000)
+            assert level and {v for s in level for _, v in s["values"]} == {"1"}
     assert not server.data_dir.exists()  # the copy went with the server
 
     # kept data stays through a plain clean, and goes with --volumes
