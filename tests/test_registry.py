@@ -142,7 +142,9 @@ def _remove_tag(client: Any, ref: str) -> None:
     import docker.errors
 
     try:
-        client.images.remove(ref, noprune=True)
+        # force: only the name goes (noprune keeps the layers); a container of some other
+        # run on this machine may still use the image, which must not stop the test
+        client.images.remove(ref, force=True, noprune=True)
     except docker.errors.ImageNotFound:
         pass
 
