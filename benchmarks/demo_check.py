@@ -12,7 +12,6 @@ that p95 broke the SLO (docs/architecture.md, "Measuring the machine").
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
@@ -26,10 +25,13 @@ def spike_window(events: pd.DataFrame) -> tuple[float, float] | None:
     """[start, end) of the stage with the highest rate, from load_stage events."""
     stages = events[events["kind"] == "load_stage"].sort_values("t_s")
     rows = []
-    for r in stages.itertuples():
-        m = re.search(r"rps=([0-9.]+)", str(r.detail))
-        if m and "stage=warmup" not in str(r.detail):
-            rows.append((float(r.t_s), float(m.group(1))))
+    for r in stages.to_dict("records"):
+        if str(r.get("stage", "")) == "warmup":
+            continue
+        # the structured `rps` column (schema 2; load_run upgrades older runs)
+        rate = pd.to_numeric(pd.Series([r.get("rps")]), errors="coerce").iloc[0]
+        if pd.notna(rate):
+            rows.append((float(r["t_s"]), float(rate)))
     if not rows:
         return None
     i = max(range(len(rows)), key=lambda k: rows[k][1])
