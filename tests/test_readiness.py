@@ -194,3 +194,85 @@ def test_cgroup_cpu_reader(tmp_path: Path, layout: str) -> None:
     assert meter.sample([cid]) == pytest.approx(25.0)  # 0.5 CPU-s in 2 s
     clock.advance(1.0)
     assert meter.sample(["cd" * 32]) is None  # gone: nothing to measure
+
+
+class _KeepAliveHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keeps the connection unless told otherwise
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.lock:  # type: ignore[attr-defined]
+            self.server.connections += 1  # type: ignore[attr-defined]
+
+    def do_GET(self) -> None:
+        body = b"ok\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        # the "restarting replica": it drops every connection right after answering,
+        # without saying so — the prober's kept connection is dead at its next probe
+        self.close_connection = self.server.drop_after_answer  # type: ignore[attr-defined]
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def keepalive_server(drop_after_answer: bool) -> Iterator[http.server.ThreadingHTTPServer]:
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _KeepAliveHandler)
+    srv.lock = threading.Lock()  # type: ignore[attr-defined]
+    srv.connections = 0  # type: ignore[attr-defined]
+    srv.drop_after_answer = drop_after_answer  # type: ignore[attr-defined]
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+@pytest.mark.parametrize("drop", [False, True])
+def test_ready_replica_is_probed_on_its_kept_connection(tmp_path: Path, drop: bool) -> None:
+    """Steady probes reuse one connection (the prober's cost per replica); a replica that
+    dropped the kept connection is probed again at once on a new one, never failed."""
+    out = tmp_path / "status.json"
+    reader = StatusReader(out)
+    with keepalive_server(drop) as srv, prober(srv.server_address[1], out):
+        addr = f"127.0.0.1:{srv.server_address[1]}"
+        probes = wait_for(reader, addr, lambda ps: len(ps) >= 4)
+        connections = srv.connections  # type: ignore[attr-defined]
+    assert all(p.ok and p.outcome == "http 200" for p in probes)
+    if drop:
+        assert connections >= len(probes)
+    else:
+        assert connections == 1
+
+
+def _resolves_over(out: Path, seconds: float) -> float:
+    """Resolves per second the prober reported over about `seconds` (status docs)."""
+    first = json.loads(out.read_text())
+    time.sleep(seconds)
+    last = json.loads(out.read_text())
+    return (last["resolves"] - first["resolves"]) / (last["updated"] - first["updated"])
+
+
+def test_discovery_slows_down_when_settled_and_the_wake_file_speeds_it_up(
+        tmp_path: Path) -> None:
+    """Every replica ready and unchanged: the name is resolved once a second; touching
+    the wake file (the host does on deploy and scale) brings back 4 a second for
+    `--settle` seconds, so a new replica is found as soon as it is in DNS."""
+    out = tmp_path / "status.json"
+    wake_file = tmp_path / "wake"
+    reader = StatusReader(out)
+    with http_server() as port, prober(port, out, "--wake", str(wake_file), "--settle", "3"):
+        addr = f"127.0.0.1:{port}"
+        wait_for(reader, addr, lambda ps: sum(p.ok for p in ps) >= 1)
+        time.sleep(3.5)  # settled
+        slow = _resolves_over(out, 3.0)
+        wake_file.write_text("1")
+        time.sleep(0.3)
+        fast = _resolves_over(out, 2.0)
+    assert 0.6 <= slow <= 1.4, slow
+    assert fast >= 3.0, fast

@@ -68,6 +68,7 @@ from harness.platforms.docker.readiness import (
     StatusReader,
     first_ready_at,
     start_prober,
+    wake,
 )
 
 
@@ -212,6 +213,7 @@ class DockerDeployerBase(AuxServices):
             raise DeployError(f"replicas must be ≥ 0, not {replicas}")
         self._require_running()
         t0 = self._clock.now()
+        wake(self.workdir)  # the prober looks for new replicas at its fast pace
         with self._lock:
             before = self._desired
             self._scale(replicas)

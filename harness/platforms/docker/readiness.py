@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from harness.deploy.base import Replica
 PROBER_DIR = "prober"  # in the trial's working directory: status.json lands here
 PROBER_BIN_DIR = "prober-bin"  # a copy of probe_agent.py, mounted read-only
 STATUS_FILE = "status.json"
+WAKE_FILE = "wake"  # touched by the host when replicas are about to change
 MOUNT_OUT = "/harness-prober/out"
 MOUNT_BIN = "/harness-prober/bin"
 AGENT = Path(__file__).with_name("probe_agent.py")
@@ -112,6 +114,21 @@ def prepare(workdir: Path) -> Path:
     return out / STATUS_FILE
 
 
+def wake(workdir: Path | None) -> None:
+    """Tell the prober replicas are about to change (a deploy, a scale): it resolves the
+    name every 0.25 s for a while instead of once a second, so a new replica is found as
+    soon as it is in DNS (probe_agent.py, discovery)."""
+    if workdir is None:
+        return
+    path = workdir / PROBER_DIR / WAKE_FILE
+    tmp = path.with_name(f".{WAKE_FILE}.tmp")
+    try:
+        tmp.write_text(repr(time.time()))
+        os.replace(tmp, path)  # a new inode and mtime: never a write through a link
+    except OSError:
+        pass  # the trial is being torn down; nothing to wake
+
+
 def start_prober(client: Any, *, image: str, name: str, network: str, dns_name: str,
                  port: int, path: str, workdir: Path, labels: Mapping[str, str]) -> Any:
     """The trial's prober container; it runs as the host user, so the status file it
@@ -122,7 +139,7 @@ def start_prober(client: Any, *, image: str, name: str, network: str, dns_name: 
         image, name=name, labels=dict(labels), detach=True,
         command=["python3", "-I", "-S", f"{MOUNT_BIN}/{AGENT.name}", "--name", dns_name,
                  "--port", str(port), "--path", path,
-                 "--out", f"{MOUNT_OUT}/{STATUS_FILE}"],
+                 "--out", f"{MOUNT_OUT}/{STATUS_FILE}", "--wake", f"{MOUNT_OUT}/{WAKE_FILE}"],
         user=f"{os.getuid()}:{os.getgid()}",
         healthcheck={"test": ["NONE"]},
         host_config=api.create_host_config(
