@@ -15,6 +15,7 @@ from harness.autoscale.source import PrometheusSource
 from harness.autoscale.spec import AutoscalerSpec
 from harness.deploy.base import Replica, ReplicaState
 from harness.run import RunOptions, run_scenario
+from tests.scenario_text import spike_yaml
 
 
 def spec(metric: str) -> AutoscalerSpec:
@@ -65,21 +66,9 @@ def test_backend_value_is_shared_by_the_ready_replicas(
     assert "haproxy_backend_http_requests_total" in seen[0]
 
 
-SPIKE = """
-name: lb-spike
-seed: 7
-app:
-  env: {WORKERS: 4, SERVICE_MS: 50, QUEUE_LIMIT: 20, STARTUP_S: 1}
-load:
-  warmup_s: 2
-  warmup_rps: 100
-  timeout_s: 3
-  stages:
-    - {name: base, duration_s: 15, rps: 100}
-    - {name: spike, duration_s: 30, rps: 450, ramp_s: 1}
-slo: {p95_ms: 300, error_rate: 0.01, stable_s: 3}
+SPIKE = spike_yaml("lb-spike", 7, [("base", 15, 100, None), ("spike", 30, 450, 1)], """
 strategies:
-"""
+""")
 
 STRATEGY = """
   - name: {name}

@@ -17,6 +17,7 @@ from harness.autoscale.spec import AutoscalerSpec
 from harness.replay import replay_run
 from harness.report.html import dashboard_data
 from harness.run import RunOptions, run_scenario
+from tests.scenario_text import spike_yaml
 
 
 @pytest.mark.parametrize(("level", "trend", "y", "dt", "expected"), [
@@ -130,20 +131,8 @@ def test_a_falling_forecast_waits_for_the_scale_down_window() -> None:
     assert d1.reason == "ForecastBelowTarget;ScaleDownStabilized;DesiredWithinRange"
 
 
-SIM = """
-name: predictive-e2e
-seed: 3
-app:
-  env: {WORKERS: 4, SERVICE_MS: 50, QUEUE_LIMIT: 20, STARTUP_S: 1}
-load:
-  warmup_s: 2
-  warmup_rps: 100
-  timeout_s: 3
-  stages:
-    - {name: base, duration_s: 10, rps: 100}
-    - {name: spike, duration_s: 20, rps: 400, ramp_s: 4}
-    - {name: after, duration_s: 15, rps: 100, ramp_s: 1}
-slo: {p95_ms: 300, error_rate: 0.01, stable_s: 3}
+SIM = spike_yaml("predictive-e2e", 3, [("base", 10, 100, None), ("spike", 20, 400, 4),
+                               ("after", 15, 100, 1)], """
 strategies:
   - name: hpa
     kind: orchestrated
@@ -159,7 +148,7 @@ strategies:
       max_replicas: 12
       interval_s: 2
       behavior: {scale_down: {stabilization_window_s: 10}}
-"""
+""")
 
 
 def test_closed_loop_on_sim_logs_the_forecast_and_the_report_shows_it(

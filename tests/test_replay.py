@@ -20,23 +20,12 @@ from harness.cli import main
 from harness.record.schema import DECISIONS, names
 from harness.replay import replay_run
 from harness.run import RunOptions, run_scenario
+from tests.scenario_text import spike_yaml
 
 # A spike with a behavior that bites both ways: at most 2 pods per 6 s up (with a 4 s
 # up-window), a 12 s down-window, 1 pod per 4 s down — the replay must rebuild all of it.
-SCENARIO = """
-name: replay-e2e
-seed: 11
-app:
-  env: {WORKERS: 4, SERVICE_MS: 50, QUEUE_LIMIT: 20, STARTUP_S: 1}
-load:
-  warmup_s: 2
-  warmup_rps: 100
-  timeout_s: 3
-  stages:
-    - {name: base, duration_s: 10, rps: 100}
-    - {name: spike, duration_s: 20, rps: 450, ramp_s: 1}
-    - {name: after, duration_s: 30, rps: 80, ramp_s: 1}
-slo: {p95_ms: 300, error_rate: 0.01, stable_s: 3}
+SCENARIO = spike_yaml("replay-e2e", 11, [("base", 10, 100, None), ("spike", 20, 450, 1),
+                                   ("after", 30, 80, 1)], """
 strategies:
   - name: autoscale
     kind: orchestrated
@@ -55,7 +44,7 @@ strategies:
         scale_down:
           stabilization_window_s: 12
           policies: [{type: Pods, value: 1, period_s: 4}]
-"""
+""")
 
 
 @pytest.fixture(scope="module")

@@ -19,25 +19,14 @@ from harness.record.schema import EVENTS, TIMESERIES, names
 from harness.run import RunOptions, run_scenario
 from harness.scenario.loader import load_scenario
 from harness.trial import Recorder
+from tests.scenario_text import spike_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 
-SPIKE_CRASH = """
-name: sim-e2e
-seed: 5
-app:
-  env: {WORKERS: 4, SERVICE_MS: 50, QUEUE_LIMIT: 20, STARTUP_S: 1}
-load:
-  warmup_s: 2
-  warmup_rps: 100
-  timeout_s: 3
-  stages:
-    - {name: base, duration_s: 10, rps: 100}
-    - {name: spike, duration_s: 15, rps: 400, ramp_s: 1}
-    - {name: after, duration_s: 20, rps: 100, ramp_s: 1}
+SPIKE_CRASH = spike_yaml("sim-e2e", 5, [("base", 10, 100, None), ("spike", 15, 400, 1),
+                                 ("after", 20, 100, 1)], """
 faults:
   - {at_s: 30, action: crash, count: 1}
-slo: {p95_ms: 300, error_rate: 0.01, stable_s: 3}
 strategies:
   - {name: manual, kind: manual, replicas: 3}
   - {name: compose, kind: compose, replicas: 3}
@@ -52,7 +41,7 @@ strategies:
       max_replicas: 12
       interval_s: 2
       behavior: {scale_down: {stabilization_window_s: 10}}
-"""
+""")
 
 
 def write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
