@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import pytest
 import yaml
 
 from harness.cli import main
-from harness.report.server import make_server
+from tests.dashboard_server import serving
 from tests.test_report_browser import (
     ARTIFACTS,
     CHROMIUM,
@@ -122,12 +121,8 @@ def test_compare_html_file_renders_two_runs_by_three_strategies(browser: str,  #
 
 def test_dashboard_index_ticks_runs_into_the_compare_view(browser: str,  # noqa: F811
                                                           sim_runs: Path) -> None:
-    srv = make_server(sim_runs, port=0)
-    th = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1},
-                          daemon=True)
-    th.start()
-    host, port = srv.server_address[:2]
-    try:
+    with serving(sim_runs) as srv:
+        host, port = srv.server_address[:2]
         cdp = open_page(browser, f"http://{host}:{port}/")
         try:
             # headline figures per strategy: 2 runs × 3 strategies rows
@@ -153,10 +148,6 @@ def test_dashboard_index_ticks_runs_into_the_compare_view(browser: str,  # noqa:
             cdp.screenshot(ARTIFACTS / "dashboard-compare.png")
         finally:
             close_page(cdp)
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        th.join(timeout=10)
 
 
 def click(cdp: Cdp, selector: str) -> None:

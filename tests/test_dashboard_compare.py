@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -19,7 +18,8 @@ import pytest
 from harness.analysis.summary import write_summary
 from harness.cli import main
 from harness.report.pages import Headlines, duration_text, local_time
-from harness.report.server import DEFAULT_PORT, DashboardServer, make_server
+from harness.report.server import DEFAULT_PORT, DashboardServer
+from tests.dashboard_server import serving
 from tests.synthetic_run import make_synthetic_run
 
 
@@ -38,14 +38,8 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(results: Path) -> Iterator[DashboardServer]:
-    srv = make_server(results, port=0)
-    th = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1},
-                          daemon=True)
-    th.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    th.join(timeout=10)
+    with serving(results) as srv:
+        yield srv
 
 
 def get(srv: DashboardServer, path: str) -> tuple[int, str]:

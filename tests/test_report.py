@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -14,7 +13,8 @@ import pytest
 
 from harness.analysis.rundata import load_run
 from harness.report.html import dashboard_data, render_html, write_report
-from harness.report.server import DashboardServer, make_server
+from harness.report.server import DashboardServer
+from tests.dashboard_server import serving
 from tests.synthetic_run import make_synthetic_run
 
 
@@ -73,14 +73,8 @@ def test_summary_table_shows_ci_with_repetitions(results: Path) -> None:
 
 @pytest.fixture(scope="module")
 def server(results: Path) -> Iterator[DashboardServer]:
-    srv = make_server(results, port=0, live_interval_ms=500)
-    th = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1},
-                          daemon=True)
-    th.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    th.join(timeout=10)
+    with serving(results, live_interval_ms=500) as srv:
+        yield srv
 
 
 def get(srv: DashboardServer, path: str) -> tuple[int, str, str]:

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from harness.report.html import write_report
-from harness.report.server import make_server
+from tests.dashboard_server import serving
 from tests.synthetic_run import make_synthetic_run
 
 websocket = pytest.importorskip("websocket", reason="websocket-client (dev dependency)")
@@ -241,12 +241,8 @@ def test_report_renders_every_panel_without_errors(browser: str, results: Path) 
 
 
 def test_dashboard_server_refreshes_a_running_run(browser: str, results: Path) -> None:
-    srv = make_server(results, port=0, live_interval_ms=500)
-    th = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1},
-                          daemon=True)
-    th.start()
-    host, port = srv.server_address[:2]
-    try:
+    with serving(results, live_interval_ms=500) as srv:
+        host, port = srv.server_address[:2]
         cdp = open_page(browser, f"http://{host}:{port}/")
         try:
             links = cdp.eval("[...document.querySelectorAll('a')].map(a => a.textContent)")
@@ -275,7 +271,3 @@ def test_dashboard_server_refreshes_a_running_run(browser: str, results: Path) -
             assert cdp.errors() == []
         finally:
             close_page(cdp)
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        th.join(timeout=10)

@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,8 +25,9 @@ from harness import runlock
 from harness.fsutil import UnsafeFileError, atomic_write, private_root, read_regular
 from harness.record.schema import EVENTS
 from harness.record.writer import CsvSink, write_frame_csv
-from harness.report.server import REQUEST_TIMEOUT_S, DashboardServer, make_server
+from harness.report.server import REQUEST_TIMEOUT_S, DashboardServer
 from harness.report.websec import script_hash
+from tests.dashboard_server import serving
 from tests.synthetic_run import make_synthetic_run
 
 SECRET = "SECRET-9f1c-not-for-the-dashboard"
@@ -73,14 +73,8 @@ def results(tmp_path_factory: pytest.TempPathFactory, outside: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def server(results: Path) -> Iterator[DashboardServer]:
-    srv = make_server(results, port=0)
-    th = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1},
-                          daemon=True)
-    th.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    th.join(timeout=10)
+    with serving(results) as srv:
+        yield srv
 
 
 def request(srv: DashboardServer, path: str, host: str | None = "default"
@@ -364,23 +358,17 @@ def test_a_running_run_whose_process_died_is_not_shown_live(tmp_path: Path) -> N
         meta.update(pid=pid, host={"hostname": pyplatform.node()})
         (run / "run.json").write_text(json.dumps(meta))
     fd = runlock.hold(held_id)  # a live run holding its lock wins over a dead pid
-    srv = make_server(results, port=0)
-    th = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1},
-                          daemon=True)
-    th.start()
-    try:
-        idx = request(srv, "/")[2].decode()
-        rows = {rid: re.search(rf"'/run/{rid}/'>.*?class='badge (\w+)'", idx)
-                for rid in ("sec-dead", "sec-alive", held_id)}
-        assert {k: m[1] for k, m in rows.items() if m} == {
-            "sec-dead": "incomplete", "sec-alive": "running", held_id: "running"}
-        data = json.loads(request(srv, "/run/sec-dead/data.json")[2])
-        assert data["run"]["status"] == "incomplete"
-    finally:
-        runlock.release(fd, held_id)
-        srv.shutdown()
-        srv.server_close()
-        th.join(timeout=10)
+    with serving(results) as srv:
+        try:
+            idx = request(srv, "/")[2].decode()
+            rows = {rid: re.search(rf"'/run/{rid}/'>.*?class='badge (\w+)'", idx)
+                    for rid in ("sec-dead", "sec-alive", held_id)}
+            assert {k: m[1] for k, m in rows.items() if m} == {
+                "sec-dead": "incomplete", "sec-alive": "running", held_id: "running"}
+            data = json.loads(request(srv, "/run/sec-dead/data.json")[2])
+            assert data["run"]["status"] == "incomplete"
+        finally:
+            runlock.release(fd, held_id)
     assert runlock.is_held(held_id) is None  # released and removed
 
 
