@@ -31,6 +31,7 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +56,9 @@ EXEC_PROBE = ("import socket,sys;s=socket.create_connection(('127.0.0.1',8000),1
               "sys.exit(0 if len(r)>1 and r[1]==b'200' else 1)")
 
 
-def daemon_ticks(proc: Path = Path("/proc")) -> dict[str, int]:
-    """CPU ticks of Docker's own processes by group; a shim's reaped children (runc,
-    exec'd probes' runc) are in its cutime/cstime."""
-    out: dict[str, int] = {}
+def proc_stats(proc: Path = Path("/proc")) -> Iterator[tuple[str, list[str]]]:
+    """(comm, the fields after it) of every process in /proc; fields[2] is the process
+    group, [11:13] utime and stime, [13:15] the reaped children's (cutime, cstime)."""
     for d in proc.iterdir():
         if not d.name.isdigit():
             continue
@@ -66,11 +66,17 @@ def daemon_ticks(proc: Path = Path("/proc")) -> dict[str, int]:
             raw = (d / "stat").read_text()
         except OSError:
             continue
-        comm = raw[raw.index("(") + 1:raw.rindex(")")]
+        yield raw[raw.index("(") + 1:raw.rindex(")")], raw[raw.rindex(")") + 2:].split()
+
+
+def daemon_ticks(proc: Path = Path("/proc")) -> dict[str, int]:
+    """CPU ticks of Docker's own processes by group; a shim's reaped children (runc,
+    exec'd probes' runc) are in its cutime/cstime."""
+    out: dict[str, int] = {}
+    for comm, f in proc_stats(proc):
         group = DAEMONS.get(comm) or ("docker" if comm.startswith("containerd-shim") else None)
         if group is None:
             continue
-        f = raw[raw.rindex(")") + 2:].split()
         ticks = int(f[11]) + int(f[12])  # utime, stime
         if comm.startswith("containerd-shim"):
             ticks += int(f[13]) + int(f[14])  # cutime, cstime: the runc it reaped
@@ -142,18 +148,8 @@ def with_exec_probe(client: Any, n: int, settle_s: float, measure_s: float
 
 def group_ticks(pgid: int, proc: Path = Path("/proc")) -> int:
     """CPU ticks (with reaped children) of every process in one process group."""
-    total = 0
-    for d in proc.iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            raw = (d / "stat").read_text()
-        except OSError:
-            continue
-        f = raw[raw.rindex(")") + 2:].split()
-        if int(f[2]) == pgid:
-            total += int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
-    return total
+    return sum(int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
+               for _, f in proc_stats(proc) if int(f[2]) == pgid)
 
 
 def self_seconds() -> float:
