@@ -92,7 +92,7 @@ def serve(opts: WorkerOptions, echo: Callable[[str], None]) -> int:
             echo("harness worker: stopped")
             return STOPPED
         elif code == REFUSED:
-            raise WorkerError("this worker cannot serve the master's run (see above)")
+            raise HarnessError("this worker cannot serve the master's run (see above)")
         elif code == NO_MASTER:
             if opts.runs == 0 and served:
                 echo(f"harness worker: no further run at {opts.master}; {served} served")
