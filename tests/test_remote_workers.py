@@ -321,3 +321,54 @@ def test_a_bad_master_address_is_a_usage_error(workers: Workers) -> None:
     w = workers.start("--master", "nowhere")
     _out, err = w.communicate(timeout=30)
     assert w.returncode == 2 and "--master 'nowhere': give HOST:PORT" in err
+
+
+# -- a whole `harness run` ------------------------------------------------------------------
+
+RUN_SCENARIO = """\
+name: remote
+output: {out}
+app:
+  env: {{WORKERS: 50, SERVICE_MS: 5, SERVICE_DIST: constant, QUEUE_LIMIT: 100}}
+load:
+  warmup_s: 1
+  timeout_s: 2
+  max_in_flight: 50
+  remote_workers: 1
+  remote_workers_timeout_s: 60
+  master_port: {port}
+  stages:
+    - {{duration_s: 4, rps: 100}}
+strategies:
+  - {{name: one, kind: manual, replicas: 1}}
+  - {{name: two, kind: compose, replicas: 1}}
+"""
+
+
+def test_a_run_waits_for_its_remote_worker_trial_after_trial(tmp_path: Path,
+                                                             workers: Workers) -> None:
+    import json
+
+    import pandas as pd
+
+    port = free_port()
+    p = tmp_path / "remote.yaml"
+    p.write_text(RUN_SCENARIO.format(out=tmp_path / "results", port=port))
+    w = workers.start("--master", f"127.0.0.1:{port}", "--runs", "0", "--timeout", "15")
+    r = subprocess.run([str(HARNESS), "run", str(p), "--platform", "local"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    cmd = f"on each machine run  harness worker --master 127.0.0.1:{port}"
+    assert r.stdout.count(cmd) == 2, r.stdout  # printed while each trial waits
+    out, err = w.communicate(timeout=60)
+    assert w.returncode == 0, out + err
+    assert "run 2 served" in out and "no further run" in out
+    (run_dir,) = list((tmp_path / "results").iterdir())
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["load_workers"] == {"local": 0, "remote": 1}
+    assert [t["status"] for t in meta["trials"]] == ["complete", "complete"]
+    ev = pd.read_csv(run_dir / "events.csv")
+    assert sorted(ev[ev.kind == "worker_joined"].strategy) == ["one", "two"]
+    ts = pd.read_csv(run_dir / "timeseries.csv")
+    assert ts[ts.t_s >= 0].groupby("strategy")["sent_rps"].sum().to_dict() == {"one": 400,
+                                                                            "two": 400}
