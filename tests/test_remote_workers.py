@@ -290,11 +290,13 @@ def _validate(tmp_path: Path, extra: str) -> subprocess.CompletedProcess[str]:
     ("  remote_workers: -1", 6, "load.remote_workers", "greater than or equal to 0"),
     ("  remote_workers: 1000", 6, "load.remote_workers", "less than or equal to 64"),
     ("  remote_workers_timeout_s: 0", 6, "load.remote_workers_timeout_s", "greater than 0"),
-    ("  master_bind: example.com", 6, "load.master_bind", "must be an IP address"),
+    ("  master_bind: example.com", 6, "load.master_bind", "must be an IPv4 address"),
+    ("  master_bind: '::'", 6, "load.master_bind", "must be an IPv4 address"),
     ("  master_port: 80", 6, "load.master_port", "greater than or equal to 1024"),
     ("  remote_workers: 64\n  workers: 32", 5, "load.max_in_flight",
      "90 gives fewer than one user to each of the 96 workers"),
-], ids=["negative", "too-many", "zero-timeout", "hostname-bind", "low-port", "too-few-users"])
+], ids=["negative", "too-many", "zero-timeout", "hostname-bind", "ipv6-bind", "low-port",
+     "too-few-users"])
 def test_bad_remote_keys_exit_2_located(tmp_path: Path, extra: str, line: int, key: str,
                                         needle: str) -> None:
     r = _validate(tmp_path, extra)

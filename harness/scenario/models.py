@@ -164,7 +164,7 @@ class Load(Strict):
     remote_workers_timeout_s: float = Field(
         60, gt=0, le=3600, description="how long to wait for the remote workers")
     master_bind: str = Field(
-        "127.0.0.1", description="address the Locust master listens on for workers; "
+        "127.0.0.1", description="IPv4 address the Locust master listens on for workers; "
                                  "anything but loopback must be given here explicitly")
     master_port: int | None = Field(
         None, ge=1024, le=65535, description="the master's port (default: a free one, "
@@ -174,9 +174,9 @@ class Load(Strict):
     @classmethod
     def _bind(cls, v: str) -> str:
         try:
-            ipaddress.ip_address(v)
+            ipaddress.IPv4Address(v)  # Locust's master binds IPv4 (tcp://HOST:PORT)
         except ValueError:
-            raise ValueError(f"{v[:60]!r} must be an IP address such as 127.0.0.1 or "
+            raise ValueError(f"{v[:60]!r} must be an IPv4 address such as 127.0.0.1 or "
                              "0.0.0.0 (all interfaces)") from None
         return v
 
