@@ -76,6 +76,36 @@ def run(scenario: Path, platform: str | None, strategies: str | None,
 
 
 @cli.command()
+@click.option("--master", required=True, metavar="HOST:PORT",
+              help="The trial's Locust master, as the waiting trial prints it.")
+@click.argument("scenario", required=False, default=None,
+                type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=1, max=3600), default=60,
+              show_default=True,
+              help="Give up when no master answers, or it falls silent, for this long (s).")
+@click.option("--runs", type=click.IntRange(0, 10_000), default=1, show_default=True,
+              help="Trials to serve (0: trial after trial until no master answers; give "
+                   "the scenario a fixed load.master_port).")
+@click.option("--base-url", default=None, metavar="URL",
+              help="Where this machine reaches the app under test (default: the master's "
+                   "URL, e.g. http://127.0.0.1:PORT).")
+@click.option("-v", "--verbose", is_flag=True, help="Show Locust's log.")
+def worker(master: str, scenario: Path | None, timeout_s: float, runs: int,
+           base_url: str | None, verbose: bool) -> None:
+    """Join a running trial's load as a Locust worker (from this or another machine).
+
+    The trial waits for `load.remote_workers` of these and prints the command to run.
+    The worker gets the load profile from the master; when the scenario uses its own
+    locustfile, give SCENARIO (this machine's copy: a worker never runs code sent over
+    the network). Exits when the run is over; Ctrl-C leaves the run cleanly (exit 130).
+    """
+    from harness.load.remote import WorkerOptions, serve
+
+    sys.exit(serve(WorkerOptions(master=master, scenario=scenario, timeout_s=timeout_s,
+                                 runs=runs, base_url=base_url, verbose=verbose), click.echo))
+
+
+@cli.command()
 @click.argument("scenario", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of YAML.")
 def validate(scenario: Path, as_json: bool) -> None:

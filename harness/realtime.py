@@ -156,7 +156,7 @@ class RealRuntime:
             if kind == "worker_lost":
                 rec.warn(f"load worker lost ({detail})")
 
-        self._load = LoadRun(spec, on_second=second, on_event=load_event)
+        self._load = LoadRun(spec, on_second=second, on_event=load_event, on_waiting=rec.note)
         self._load.start()
         # the load's t=0 on our monotonic clock (the child reports it after the warm-up
         # was scheduled); events before it get negative t_s

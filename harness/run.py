@@ -309,6 +309,9 @@ def _run(loaded: LoadedScenario, path: Path, opts: RunOptions, plat: Platform,
         # who writes this run: a `running` run.json whose pid is gone was killed
         "pid": os.getpid(),
         "images_registry": registry,
+        # load processes: local Locust workers (0: one process) and remote ones that joined
+        "load_workers": {"local": sc.load.workers if opts.workers is None else opts.workers,
+                         "remote": 0 if plat.name == "sim" else sc.load.remote_workers},
     }
     if metrics_url:
         meta["metrics_url"] = metrics_url

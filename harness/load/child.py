@@ -3,9 +3,10 @@
     python -m harness.load.child run SPEC.json --fd N [--parent-pid P]
         one load process (workers == 0), or a Locust master that starts ``workers`` local
         worker processes and waits for ``remote_workers`` more; writes JSON lines to fd N
-    python -m harness.load.child worker --master-host HOST --master-port PORT
-        a worker; gets the spec (and the locustfile's text) from the master, so a remote
-        machine needs only the harness installed
+    python -m harness.load.child worker --master-host HOST --master-port PORT [--timeout S]
+        a worker (harness/load/child_worker.py); gets the spec from the master, so a
+        remote machine needs only the harness installed (and the scenario, when the run
+        uses a custom locustfile: ``--locustfile PATH``)
 
 Only this module and ``harness.load.users`` import Locust (it monkey-patches the whole
 interpreter with gevent), and only in these processes.
@@ -52,7 +53,8 @@ from harness.load.child_core import (
     monotonic,
     wait_until,
 )
-from harness.load.child_dist import run_master, run_worker
+from harness.load.child_dist import run_master
+from harness.load.child_worker import run_worker
 from harness.load.runner import LoadSpec
 from harness.load.users import LoadCore
 
@@ -134,10 +136,19 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--master-host", default="127.0.0.1")
     w.add_argument("--master-port", type=int, default=5557)
     w.add_argument("--parent-pid", type=int, default=None)
+    w.add_argument("--timeout", type=float, default=None,
+                   help="give up when no master answers, or it is silent, this long")
+    w.add_argument("--locustfile", default=None,
+                   help="this machine's copy of the run's locustfile (checked by SHA-256)")
+    w.add_argument("--accept-locustfile", action="store_true",
+                   help="run the locustfile the master sends (its own local workers only)")
+    w.add_argument("--base-url", default=None, help="reach the app here instead")
     args = ap.parse_args(argv)
     setup_logging(os.environ.get("HARNESS_LOAD_LOGLEVEL", "INFO"))
     if args.cmd == "worker":
-        return run_worker(args.master_host, args.master_port, args.parent_pid)
+        return run_worker(args.master_host, args.master_port, args.parent_pid,
+                          timeout_s=args.timeout, locustfile=args.locustfile,
+                          accept_locustfile=args.accept_locustfile, base_url=args.base_url)
     out = Out(args.fd)
     try:
         spec = LoadSpec.from_dict(json.loads(Path(args.spec).read_text(encoding="utf-8")))

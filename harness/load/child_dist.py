@@ -9,6 +9,7 @@ import locust  # noqa: F401
 
 # isort: on
 import contextlib
+import hashlib
 import logging
 import math
 import os
@@ -16,7 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -30,14 +30,12 @@ from harness.load.child_core import (
     Controller,
     HarnessShape,
     Out,
-    SetupError,
     build_user_classes,
-    listen,
     monotonic,
     wait_until,
 )
 from harness.load.cpu import CpuSampler
-from harness.load.runner import LoadSpec, free_port
+from harness.load.runner import LoadSpec, free_port, worker_command
 from harness.load.stats import SaturationDetector
 from harness.load.users import LoadCore
 
@@ -48,8 +46,8 @@ log = logging.getLogger("harness.load.child")
 
 
 class _Worker:
-    def __init__(self, node: str, pid: int, host: str) -> None:
-        self.node, self.pid, self.host = node, pid, host
+    def __init__(self, node: str, pid: int, host: str, local: bool) -> None:
+        self.node, self.pid, self.host, self.local = node, pid, host, local
         self.index: int | None = None
 
     def label(self) -> str:
@@ -74,21 +72,32 @@ def run_master(spec: LoadSpec, out: Out, parent_pid: int | None) -> int:
     drained: set[str] = set()
     lf_text = Path(spec.locustfile).read_text(encoding="utf-8") if spec.locustfile else None
     lf_name = Path(spec.locustfile).name if spec.locustfile else None
+    lf_sha = hashlib.sha256(lf_text.encode()).hexdigest() if lf_text is not None else None
     started = {"v": False}
+    refused: list[str] = []  # a worker that cannot serve this run says why: fail fast
+    procs: list[subprocess.Popen[bytes]] = []
+    local_pids: set[int] = set()
 
     def node_of(msg: Any) -> str:
         return str(msg.node_id)
 
     def on_hello(environment: Environment, msg: Any, **_kw: Any) -> None:
         node = node_of(msg)
-        workers[node] = _Worker(node, int(msg.data.get("pid", 0)), str(msg.data.get("host")))
+        pid, whose = int(msg.data.get("pid", 0)), str(msg.data.get("host"))
+        local = pid in local_pids and whose == socket.gethostname()
+        workers[node] = _Worker(node, pid, whose, local)
+        if not local and not started["v"]:
+            out.event("worker_joined", f"{whose} pid {pid} (remote)")
         runner.send_message("harness_spec", {"spec": spec.to_dict(), "locustfile_name": lf_name,
-                                             "locustfile_text": lf_text}, client_id=node)
+                                             "locustfile_text": lf_text,
+                                             "locustfile_sha256": lf_sha}, client_id=node)
 
     def on_ready(environment: Environment, msg: Any, **_kw: Any) -> None:
         node = node_of(msg)
         if msg.data.get("error"):
-            out.event("error", f"worker {node}: {msg.data['error']}")
+            w = workers.get(node)
+            refused.append(f"worker {w.host if w else node} pid {w.pid if w else '?'}: "
+                           f"{msg.data['error']}")
             return
         ready.append(node)
         if started["v"]:  # joined late: records welcome, no share of the open schedule
@@ -110,9 +119,18 @@ def run_master(spec: LoadSpec, out: Out, parent_pid: int | None) -> int:
         ctl.merger.done(node_of(msg), int(msg.data["last"]))
         check_all_done()
 
+    def on_bye(environment: Environment, msg: Any, **_kw: Any) -> None:
+        # a worker stopped by its user (Ctrl-C, SIGTERM): lost mid-run, forgotten before
+        node = node_of(msg)
+        if started["v"]:
+            lose(node, f"left: {msg.data.get('why', 'stopped')}")
+        elif node in ready:
+            ready.remove(node)
+
     for name, fn in (("harness_hello", on_hello), ("harness_ready", on_ready),
                      ("harness_second", on_second), ("harness_event", on_event),
-                     ("harness_drained", on_drained), ("harness_done", on_done)):
+                     ("harness_drained", on_drained), ("harness_done", on_done),
+                     ("harness_bye", on_bye)):
         runner.register_message(name, fn)
 
     def check_all_done() -> None:
@@ -134,8 +152,6 @@ def run_master(spec: LoadSpec, out: Out, parent_pid: int | None) -> int:
         runner.send_message("harness_start", {"t0_wall": time.time() + (t0 - monotonic()),
                                               "index": index, "of": of, "first_s": first_s},
                             client_id=node)
-
-    procs: list[subprocess.Popen[bytes]] = []
 
     def lose(node: str, why: str) -> None:
         st = ctl.merger.nodes.get(node)
@@ -196,16 +212,19 @@ def run_master(spec: LoadSpec, out: Out, parent_pid: int | None) -> int:
     gevent.spawn(ctl.watch_parent)
 
     try:
+        out.send({"type": "master", "address": f"{host}:{port_s}",
+                  "remote_workers": spec.remote_workers,
+                  "timeout_s": spec.remote_workers_timeout_s})
         for _ in range(spec.workers):
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "harness.load.child", "worker",
                  "--master-host", connect_host, "--master-port", port_s,
-                 "--parent-pid", str(os.getpid())],
+                 "--parent-pid", str(os.getpid()), "--accept-locustfile"],
                 stdin=subprocess.DEVNULL))
-        want = spec.workers + spec.remote_workers
-        if not wait_until(lambda: len(ready) >= want, spec.start_timeout_s, ctl):
-            out.event("error", f"{len(ready)} of {want} load workers connected in "
-                               f"{spec.start_timeout_s:.0f} s (master {bind})")
+            local_pids.add(procs[-1].pid)
+        problem = wait_workers(runner, workers, ready, refused, spec, ctl, bind)
+        if problem:
+            out.event("error", problem)
             return 1
         order = list(ready)
         if spec.model == "open":
@@ -249,91 +268,32 @@ def run_master(spec: LoadSpec, out: Out, parent_pid: int | None) -> int:
                 p.wait(timeout=5)
 
 
-# -- worker ----------------------------------------------------------------------------------
+def wait_workers(runner: Any, workers: dict[str, _Worker], ready: list[str],
+                 refused: list[str], spec: LoadSpec, ctl: Controller, bind: str) -> str | None:
+    """Until every local and remote worker is ready; why not, when one refused the run or
+    the time is up (local workers get start_timeout_s, remote ones their own timeout)."""
+    t_start = monotonic()
 
+    def counts() -> tuple[int, int]:
+        for node in [n for n in ready if n not in runner.clients]:
+            ready.remove(node)  # left before the start (Locust removed it)
+        local = sum(workers[n].local for n in ready)
+        return local, len(ready) - local
 
-def run_worker(master_host: str, master_port: int, parent_pid: int | None) -> int:
-    env = Environment(user_classes=[], host=None)
-    runner = env.create_worker_runner(master_host, master_port)
-    box: dict[str, Any] = {"core": None}
-    exit_ev = gevent.event.Event()
-    tmp = tempfile.TemporaryDirectory(prefix="harness-load-worker-")
-
-    def send(kind: str, data: dict[str, Any]) -> None:
-        runner.send_message(kind, data)
-
-    def on_spec(environment: Environment, msg: Any, **_kw: Any) -> None:
-        d = dict(msg.data["spec"])
-        if msg.data.get("locustfile_text") is not None:
-            lf = Path(tmp.name) / str(msg.data["locustfile_name"])
-            lf.write_text(msg.data["locustfile_text"], encoding="utf-8")
-            d["locustfile"] = str(lf)
-        spec = LoadSpec.from_dict(d)
-        core = LoadCore(spec, on_record=lambda rec: send("harness_second", rec),
-                        on_event=lambda k, v: send("harness_event", {"kind": k, "detail": v}))
-        try:
-            classes = build_user_classes(spec, core)
-        except SetupError as e:
-            send("harness_ready", {"error": str(e)})
-            return
-        env.user_classes[:] = classes
-        env.host = spec.base_url
-        core.user_count = lambda: runner.user_count
-        listen(env, core)
-        box["core"] = core
-        send("harness_ready", {"pid": os.getpid()})
-
-    def on_start(environment: Environment, msg: Any, **_kw: Any) -> None:
-        core: LoadCore = box["core"]
-        d = msg.data
-        core.first_s = int(d["first_s"])
-        core.next_close = core.first_s
-        # Wall clock carries t0 across machines; for local workers it is exact enough.
-        core.start(monotonic() + (float(d["t0_wall"]) - time.time()), d["index"], int(d["of"]))
-        if core.open:
-            def report_drained() -> None:
-                core.drained.wait()
-                send("harness_drained", {})
-
-            gevent.spawn(report_drained)
-
-    def on_share(environment: Environment, msg: Any, **_kw: Any) -> None:
-        core: LoadCore = box["core"]
-        core.reassign(float(msg.data["from_t"]), int(msg.data["index"]), int(msg.data["of"]))
-
-    def on_exit(environment: Environment, msg: Any, **_kw: Any) -> None:
-        exit_ev.set()
-
-    def on_test_stop(**_kw: Any) -> None:
-        core: LoadCore | None = box["core"]
-        if core is None or core.t0 is None or core.finished:
-            return
-        last = core.finish()
-        # Locust's final stats go before "done", on the same ordered channel, so the
-        # master's totals include every request once it has all the "done"s.
-        runner._send_stats()
-        send("harness_done", {"last": last})
-        # Locust's worker now sends "client_stopped" and then sleeps stop_timeout in its
-        # message loop; the run is over for this worker, so leave shortly after.
-        gevent.spawn_later(0.5, exit_ev.set)
-
-    for name, fn in (("harness_spec", on_spec), ("harness_start", on_start),
-                     ("harness_share", on_share), ("harness_exit", on_exit)):
-        runner.register_message(name, fn)
-    env.events.test_stop.add_listener(on_test_stop)
-
-    def watch_parent() -> None:
-        while parent_pid:
-            gevent.sleep(1.0)
-            if os.getppid() != parent_pid:
-                os._exit(3)
-
-    gevent.spawn(watch_parent)
-    send("harness_hello", {"pid": os.getpid(), "host": socket.gethostname()})
-    while not exit_ev.wait(timeout=1.0):
-        if all(g.dead for g in runner.greenlet):  # Locust quit (master gone)
-            break
-    with contextlib.suppress(Exception):
-        runner.quit()
-    tmp.cleanup()
-    return 0
+    while True:
+        if refused:
+            return refused[0]
+        local, remote = counts()
+        if local >= spec.workers and remote >= spec.remote_workers:
+            return None
+        waited = monotonic() - t_start
+        if ctl.stop_requested:
+            return "stopped while waiting for the load workers"
+        if local < spec.workers and waited > spec.start_timeout_s:
+            return (f"{local} of {spec.workers} local load workers connected in "
+                    f"{spec.start_timeout_s:.0f} s (master {bind})")
+        if remote < spec.remote_workers and waited > spec.remote_workers_timeout_s:
+            return (f"{remote} of {spec.remote_workers} remote load workers joined in "
+                    f"{spec.remote_workers_timeout_s:g} s (master {bind}; start each with "
+                    f"`{worker_command(bind)}`)")
+        gevent.sleep(0.05)

@@ -79,6 +79,7 @@ class LoadSpec:
     workers: int = 0  # 0: one load process; N: a Locust master + N local worker processes
     remote_workers: int = 0  # extra workers the master waits for (they join master_bind)
     master_bind: str | None = None  # "host:port" for the master; default 127.0.0.1:<free>
+    remote_workers_timeout_s: float = 60.0  # how long the master waits for remote workers
     locustfile: str | None = None  # a user's locustfile replaces the default request
     seed: int = 1
     arrival: Literal["uniform", "poisson"] = "uniform"
@@ -100,7 +101,9 @@ class LoadSpec:
             raise ValueError(f"base_url {self.base_url!r} must start with http:// or https://")
         if self.max_in_flight < 1 or self.timeout_s <= 0 or self.workers < 0:
             raise ValueError("max_in_flight >= 1, timeout_s > 0 and workers >= 0 please")
-        if self.workers and self.max_in_flight < self.workers + self.remote_workers:
+        if self.remote_workers < 0 or self.remote_workers_timeout_s <= 0:
+            raise ValueError("remote_workers >= 0 and remote_workers_timeout_s > 0 please")
+        if self.max_in_flight < self.workers + self.remote_workers:
             raise ValueError("max_in_flight must give every worker at least one user")
 
     @property
@@ -172,6 +175,9 @@ class LoadSpec:
             workers=lp.workers if workers is None else workers,
             locustfile=str(loaded.resolve(lp.locustfile)) if lp.locustfile else None,
             seed=sc.seed if seed is None else seed,
+            remote_workers=lp.remote_workers,
+            remote_workers_timeout_s=lp.remote_workers_timeout_s,
+            master_bind=_master_bind(lp.master_bind, lp.master_port, lp.remote_workers),
         )
         kw.update(overrides)
         return cls(**kw)
@@ -214,10 +220,13 @@ class LoadRun:
     """
 
     def __init__(self, spec: LoadSpec, on_second: Callable[[SecondStats], None],
-                 on_event: Callable[[str, str], None] | None = None) -> None:
+                 on_event: Callable[[str, str], None] | None = None,
+                 on_waiting: Callable[[str], None] | None = None) -> None:
         self.spec = spec
         self._on_second = on_second
         self._on_event = on_event
+        # told once the master listens and waits for remote workers: what to run where
+        self._on_waiting = on_waiting
         self._proc: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
         self._t0: float | None = None
@@ -263,6 +272,8 @@ class LoadRun:
                                         daemon=True)
         self._reader.start()
         deadline = time.monotonic() + self.spec.start_timeout_s + 10
+        if self.spec.remote_workers:
+            deadline += self.spec.remote_workers_timeout_s
         while not self._t0_ready.wait(0.1):
             if self._finished.is_set() or time.monotonic() > deadline:
                 why = ("exited" if self._finished.is_set()
@@ -361,6 +372,17 @@ class LoadRun:
             self._t0 = float(msg["t0_monotonic"])
             self.master_address = msg.get("master")
             self._t0_ready.set()
+        elif kind == "master":
+            self.master_address = str(msg["address"])
+            n = int(msg.get("remote_workers", 0))
+            if n:
+                text = (f"waiting up to {float(msg.get('timeout_s', 0)):g} s for {n} remote "
+                        f"load worker{'s' if n > 1 else ''}: on each machine run  "
+                        f"{worker_command(self.master_address)}")
+                if self._on_waiting is not None:
+                    self._call(self._on_waiting, text)
+                else:
+                    log.warning("%s", text)
         elif kind == "second":
             s = to_second_stats(msg, msg.get("offered"), int(msg.get("workers_alive", 1)))
             self._account(s)
@@ -438,6 +460,25 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def worker_command(bind: str) -> str:
+    """What a user runs on another machine to join the master listening on ``bind``."""
+    host, _, port = bind.rpartition(":")
+    if host in ("0.0.0.0", "::", "*", ""):
+        import socket
+
+        host = socket.getfqdn()  # all interfaces: this machine's name is a good guess
+    return f"harness worker --master {host}:{port}"
+
+
+def _master_bind(host: str, port: int | None, remote_workers: int) -> str | None:
+    """The scenario's master address as "host:port" (None: the child's default, loopback
+    on a free port). Chosen here when workers come from elsewhere, so the harness can
+    print the command for them before the master listens."""
+    if port is None and host == "127.0.0.1" and not remote_workers:
+        return None
+    return f"{host}:{port or free_port(host)}"
 
 
 def seconds_span(spec: LoadSpec) -> tuple[int, int]:

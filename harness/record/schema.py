@@ -80,7 +80,7 @@ EVENT_KINDS: dict[str, str] = {
     "replica_resumed": "a paused replica runs again",
     "replica_lb_traffic": "the load balancer sent a replica its first request",
     "replica_first_scrape": "the metrics source first scraped a replica",
-    "worker_joined": "a load worker joined late",
+    "worker_joined": "a remote load worker joined (`harness worker`), or any worker late",
     "worker_lost": "a load worker was lost",
     "loadgen_saturated": "the load generator was saturated",
     "error": "an error of the load generator",

@@ -255,6 +255,10 @@ class TrialRecord:
         for t_s, detail, fields in stage_events(load, warmup_rate):
             self.event(t_s, "load_stage", "", detail, fields)
 
+    def note(self, text: str) -> None:
+        """A line for the terminal only (e.g. the command remote load workers need)."""
+        self._echo(f"  [{self.label}] {text}")
+
     def warn(self, text: str) -> None:
         self.result.warnings.append(f"{self.label}: {text}")
         self._echo(f"WARNING: {self.label}: {text}")

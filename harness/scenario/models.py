@@ -7,6 +7,7 @@ Bounds are deliberate: a typo must not start 10,000 containers or a week-long ru
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import PurePath
 from typing import Annotated, Any, Literal
@@ -157,6 +158,27 @@ class Load(Strict):
     max_in_flight: int = Field(1000, ge=1, le=20_000)
     workers: int = Field(0, ge=0, le=32, description="0: one load process; N: master + N")
     locustfile: str | None = None
+    remote_workers: int = Field(
+        0, ge=0, le=64, description="workers started elsewhere with `harness worker --master "
+                                    "HOST:PORT` that the load waits for before t=0")
+    remote_workers_timeout_s: float = Field(
+        60, gt=0, le=3600, description="how long to wait for the remote workers")
+    master_bind: str = Field(
+        "127.0.0.1", description="IPv4 address the Locust master listens on for workers; "
+                                 "anything but loopback must be given here explicitly")
+    master_port: int | None = Field(
+        None, ge=1024, le=65535, description="the master's port (default: a free one, "
+                                             "printed with the command for the workers)")
+
+    @field_validator("master_bind")
+    @classmethod
+    def _bind(cls, v: str) -> str:
+        try:
+            ipaddress.IPv4Address(v)  # Locust's master binds IPv4 (tcp://HOST:PORT)
+        except ValueError:
+            raise ValueError(f"{v[:60]!r} must be an IPv4 address such as 127.0.0.1 or "
+                             "0.0.0.0 (all interfaces)") from None
+        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> Load:
@@ -171,6 +193,10 @@ class Load(Strict):
                 raise At(("stages", i), "needs 'users' in the closed model")
         if self.duration_s > MAX_RUN_S:
             raise ValueError(f"stages last {self.duration_s:.0f} s, over {MAX_RUN_S} s")
+        if self.max_in_flight < self.workers + self.remote_workers:
+            raise At(("max_in_flight",), f"{self.max_in_flight} gives fewer than one user to "
+                                         f"each of the {self.workers + self.remote_workers} "
+                                         "workers")
         return self
 
     @property
