@@ -1,0 +1,589 @@
+#!/usr/bin/env bash
+# A real single-node Kubernetes 1.20 cluster on this machine, built from Debian's source
+# package: etcd, kube-apiserver, controller-manager, scheduler, kubelet (dockershim, pods on
+# docker0, no CNI) and kube-proxy (iptables) as background processes (there is no systemd).
+#
+#   scripts/k8s-local.sh build    compile the five binaries once (about 10 min; cached)
+#   scripts/k8s-local.sh up       start the cluster, wait for the node Ready (idempotent)
+#   scripts/k8s-local.sh status   what runs; exit 0 when up, 3 when down
+#   scripts/k8s-local.sh down     stop everything and leave the machine as found (idempotent)
+#
+# Binaries: $HARNESS_K8S_CACHE (default /var/cache/harness-k8s)/<version>-<hash>/bin, the hash
+# covering the Debian source version and scripts/k8s/oom-score-adj.sed.
+# State: $HARNESS_K8S_STATE (default /var/lib/harness-k8s): pki/, tokens.csv, kubeconfig (the
+# admin's), kubeconfigs/ (one per component), run/ (pid files), log/, sysctl.before.
+# Environment: HARNESS_K8S_HPA_SYNC (15s) --horizontal-pod-autoscaler-sync-period;
+# HARNESS_K8S_SERVICE_CIDR (10.96.0.0/16); HARNESS_K8S_UP_TIMEOUT_S (120);
+# HARNESS_K8S_KEEP_ON_FAILURE=1 leaves a failed `up` running for a post-mortem.
+# Run it as root; the harness's convention is to hold /tmp/harness-docker.lock around it.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+
+CACHE=${HARNESS_K8S_CACHE:-/var/cache/harness-k8s}
+K8S_VERSION=1.20.2
+# Debian's bookworm package (its upstream tree is 1.20.2 despite the 1.20.5 prefix)
+DEB_SRC_VERSION=1.20.5+really1.20.2-1.1+deb12u1
+PATCH_SED=$HERE/k8s/oom-score-adj.sed
+# the cache key changes with the source version and the patch
+PATCH_HASH=$({ echo "$DEB_SRC_VERSION"; cat "$PATCH_SED"; } | sha256sum | cut -c1-12)
+BIN=$CACHE/$K8S_VERSION-$PATCH_HASH/bin
+COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+PAUSE_IMAGE=harness-k8s-pause:3.4
+
+STATE=${HARNESS_K8S_STATE:-/var/lib/harness-k8s}
+PKI=$STATE/pki
+RUN=$STATE/run
+LOG=$STATE/log
+KUBELET_ROOT=$STATE/kubelet
+NODE=harness-node
+API=https://127.0.0.1:6443
+SERVICE_CIDR=${HARNESS_K8S_SERVICE_CIDR:-10.96.0.0/16}
+HPA_SYNC=${HARNESS_K8S_HPA_SYNC:-15s}
+UP_TIMEOUT_S=${HARNESS_K8S_UP_TIMEOUT_S:-120}
+# started in this order, stopped in the reverse one
+PROCS=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+# Kernel settings kubelet and kube-proxy change when they start; saved by `up`, restored by
+# `down`.
+SYSCTLS=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
+    kernel.keys.root_maxkeys kernel.keys.root_maxbytes net.ipv4.conf.all.route_localnet
+    net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables
+    net.netfilter.nf_conntrack_max net.netfilter.nf_conntrack_tcp_timeout_established
+    net.netfilter.nf_conntrack_tcp_timeout_close_wait net.netfilter.nf_conntrack_tcp_be_liberal)
+# Paths kubelet or dockershim create outside the state folder whatever their flags say;
+# `down` removes those that were absent before `up`.
+OUTSIDE_PATHS=(/var/log/pods /var/log/containers /var/lib/kubelet /var/lib/dockershim
+    /var/run/dockershim.sock /var/run/kubernetes /usr/libexec/kubernetes /etc/kubernetes)
+
+say() { printf 'k8s-local: %s\n' "$*"; }
+die() { printf 'k8s-local: ERROR: %s\n' "$*" >&2; exit 1; }
+
+built() {
+    local c
+    for c in "${COMPONENTS[@]}" pause; do [[ -x $BIN/$c ]] || return 1; done
+}
+
+build() {
+    if built; then
+        say "binaries cached in $BIN"
+        return 0
+    fi
+    local t0=$SECONDS
+    if ! grep -rqs '^Types:.*deb-src' /etc/apt/sources.list.d/ /etc/apt/sources.list; then
+        say "enabling deb-src for bookworm"
+        cat >/etc/apt/sources.list.d/harness-k8s-src.sources <<'EOF'
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: bookworm
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+        apt-get update -qq
+    fi
+    local pkgs=() p
+    # rsync: the make places its binaries with it
+    for p in golang-go etcd-server build-essential openssl rsync; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+            pkgs+=("$p")
+    done
+    if ((${#pkgs[@]})); then
+        say "installing ${pkgs[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
+    fi
+    local src=$CACHE/src
+    local tree=$src/kubernetes-$K8S_VERSION
+    if [[ ! -f $tree/Makefile ]]; then
+        say "fetching the Debian source package kubernetes $K8S_VERSION"
+        rm -rf "$src" && mkdir -p "$src"
+        (cd "$src" && apt-get source -qq "kubernetes=$DEB_SRC_VERSION" >/dev/null)
+        tree=$(find "$src" -maxdepth 1 -type d -name 'kubernetes-*' | head -1)
+        [[ -f $tree/Makefile ]] || die "no source tree under $src"
+        if [[ $tree != "$src/kubernetes-$K8S_VERSION" ]]; then mv "$tree" "$src/kubernetes-$K8S_VERSION"; fi
+        tree=$src/kubernetes-$K8S_VERSION
+    fi
+    say "patching the OOM score adjustments"
+    sed -E -i -f "$PATCH_SED" "$tree/pkg/kubelet/dockershim/docker_sandbox.go" "$tree/pkg/kubelet/qos/policy.go"
+    grep -Eq 'defaultSandboxOOMAdj\s+int\s*=\s*0\b' "$tree/pkg/kubelet/dockershim/docker_sandbox.go" ||
+        die "patch did not apply to docker_sandbox.go"
+    grep -Eq 'guaranteedOOMScoreAdj\s+int\s*=\s*0\b' "$tree/pkg/kubelet/qos/policy.go" ||
+        die "patch did not apply to qos/policy.go"
+    local gopath=$CACHE/gopath
+    mkdir -p "$gopath/src/k8s.io"
+    ln -sfn "$tree" "$gopath/src/k8s.io/kubernetes"
+    say "building ${COMPONENTS[*]} (nice 10; about 10 min on 2 cores)"
+    local what=()
+    for p in "${COMPONENTS[@]}"; do what+=("cmd/$p"); done
+    (
+        cd "$gopath/src/k8s.io/kubernetes"
+        export GOPATH=$gopath GOCACHE=$CACHE/gocache CGO_ENABLED=0 GOFLAGS=-trimpath
+        export KUBE_GIT_VERSION=v$K8S_VERSION KUBE_GIT_TREE_STATE=clean KUBE_GIT_MAJOR=1 KUBE_GIT_MINOR=20
+        nice -n 10 make WHAT="${what[*]}" GOLDFLAGS="-s -w"
+    )
+    local out=$tree/_output/local/bin/linux/amd64
+    mkdir -p "$BIN.tmp"
+    for p in "${COMPONENTS[@]}"; do cp "$out/$p" "$BIN.tmp/$p"; done
+    say "building the pause binary (static)"
+    gcc -Os -static -DVERSION=3.4 -o "$BIN.tmp/pause" "$tree/build/pause/linux/pause.c"
+    strip "$BIN.tmp/pause"
+    rm -rf "$BIN" && mkdir -p "$(dirname "$BIN")" && mv "$BIN.tmp" "$BIN"
+    say "built in $((SECONDS - t0)) s: $BIN"
+}
+
+# ---------------------------------------------------------------- certificates and tokens
+
+# first address of the service range: the `kubernetes` Service's ClusterIP
+first_service_ip() { python3 -c 'import ipaddress,sys; print(ipaddress.ip_network(sys.argv[1])[1])' "$1"; }
+
+# docker0's address: the apiserver advertises it (an Endpoints object refuses 127.0.0.1)
+docker0_ip() { ip -4 -o addr show docker0 2>/dev/null | awk '{split($4, a, "/"); print a[1]; exit}'; }
+
+sign() { # sign NAME SUBJECT EXTFILE-CONTENT CA: a key and a certificate in $PKI signed by CA
+    local name=$1 subj=$2 ext=$3 ca=$4
+    openssl genrsa -out "$PKI/$name.key" 2048 2>/dev/null
+    openssl req -new -key "$PKI/$name.key" -subj "$subj" -out "$PKI/$name.csr" 2>/dev/null
+    printf '%s\n' "$ext" >"$PKI/$name.ext"
+    openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/$ca.crt" -CAkey "$PKI/$ca.key" \
+        -CAcreateserial -days 3650 -sha256 -extfile "$PKI/$name.ext" -out "$PKI/$name.crt" 2>/dev/null
+    rm -f "$PKI/$name.csr" "$PKI/$name.ext"
+}
+
+make_ca() {
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -sha256 -subj "/CN=$2" \
+        -keyout "$PKI/$1.key" -out "$PKI/$1.crt" 2>/dev/null
+}
+
+kubeconfig() { # kubeconfig FILE TOKEN: the CA embedded, the token as the credential
+    local ca
+    ca=$(base64 -w0 "$PKI/ca.crt")
+    umask 077
+    cat >"$1" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: harness-k8s
+  cluster:
+    server: $API
+    certificate-authority-data: $ca
+users:
+- name: harness-k8s
+  user:
+    token: $2
+contexts:
+- name: harness-k8s
+  context: {cluster: harness-k8s, user: harness-k8s}
+current-context: harness-k8s
+EOF
+}
+
+ensure_pki() {
+    mkdir -p "$PKI" "$RUN" "$LOG" "$STATE/kubeconfigs"
+    chmod 700 "$STATE" "$PKI"
+    [[ -f $PKI/ca.crt ]] || make_ca ca harness-k8s-ca
+    [[ -f $PKI/front-proxy-ca.crt ]] || make_ca front-proxy-ca harness-k8s-front-proxy-ca
+    local adv svc sans
+    adv=$(docker0_ip)
+    [[ -n $adv ]] || die "no docker0 bridge: pods live on it (is dockerd running?)"
+    svc=$(first_service_ip "$SERVICE_CIDR")
+    sans="subjectAltName=IP:127.0.0.1,IP:$adv,IP:$svc,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+    # a changed service range or docker0 address needs a new serving certificate
+    if [[ ! -f $PKI/apiserver.crt || "$(cat "$PKI/apiserver.sans" 2>/dev/null)" != "$sans" ]]; then
+        sign apiserver /CN=kube-apiserver "$sans
+extendedKeyUsage=serverAuth" ca
+        echo "$sans" >"$PKI/apiserver.sans"
+    fi
+    # the apiserver's identity towards kubelets (logs, exec, port-forward)
+    [[ -f $PKI/apiserver-kubelet-client.crt ]] ||
+        sign apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" \
+            "extendedKeyUsage=clientAuth" ca
+    # for aggregated APIs (metrics-server, an adapter) should they be installed later
+    [[ -f $PKI/front-proxy-client.crt ]] ||
+        sign front-proxy-client /CN=front-proxy-client "extendedKeyUsage=clientAuth" front-proxy-ca
+    if [[ ! -f $PKI/sa.key ]]; then
+        openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
+        openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
+    fi
+    # Static tokens (token,user,uid,"groups"): one identity per component, so RBAC's default
+    # bindings and the Node authorizer apply as in a kubeadm cluster.
+    if [[ ! -f $STATE/tokens.csv ]]; then
+        local who user groups tok
+        umask 077
+        : >"$STATE/tokens.csv"
+        for who in admin kube-controller-manager kube-scheduler kubelet kube-proxy; do
+            case $who in
+            admin) user=admin groups=system:masters ;;
+            kubelet) user=system:node:$NODE groups=system:nodes ;;
+            kube-proxy) user=system:kube-proxy groups= ;;
+            *) user=system:$who groups= ;;
+            esac
+            tok=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+            echo "$tok,$user,$user,\"$groups\"" >>"$STATE/tokens.csv"
+            if [[ $who == admin ]]; then
+                kubeconfig "$STATE/kubeconfig" "$tok"
+            else
+                kubeconfig "$STATE/kubeconfigs/$who.conf" "$tok"
+            fi
+        done
+    fi
+}
+
+admin_token() { grep ',admin,admin,' "$STATE/tokens.csv" | cut -d, -f1; }
+
+# api PATH: GET against the apiserver with the admin token (CA verified)
+api() {
+    curl -fsS --max-time 5 --cacert "$PKI/ca.crt" -H "Authorization: Bearer $(admin_token)" "$API$1"
+}
+
+# ---------------------------------------------------------------- processes
+
+pid_of() { # the pid of a running component, or nothing
+    local f=$RUN/$1.pid pid
+    [[ -f $f ]] || return 0
+    pid=$(cat "$f")
+    # the pid file names a process only while that process still runs our binary
+    if [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$1"; then
+        echo "$pid"
+    fi
+}
+
+start() { # start NAME BINARY ARGS...: a background process in its own session
+    local name=$1
+    shift
+    (
+        # Close every inherited descriptor: under `flock LOCK scripts/k8s-local.sh up` one of
+        # them holds the machine's lock, which a daemon would keep for as long as it runs.
+        for fd in "/proc/$BASHPID/fd/"*; do
+            fd=${fd##*/}
+            if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi
+        done
+        # not a process group leader (no job control), so setsid keeps this pid
+        exec setsid "$@" >"$LOG/$name.log" 2>&1 </dev/null
+    ) &
+    echo $! >"$RUN/$name.pid"
+}
+
+stop() { # stop NAME: SIGTERM, then SIGKILL after 15 s
+    local name=$1 pid i
+    pid=$(pid_of "$name")
+    if [[ -n $pid ]]; then
+        kill "$pid" 2>/dev/null || true
+        for ((i = 0; i < 150; i++)); do
+            [[ -d /proc/$pid ]] || break
+            sleep 0.1
+        done
+        kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -f "$RUN/$name.pid"
+}
+
+# processes of ours whose pid file is gone (an interrupted `up`): matched by the exact path of
+# our binaries and of our etcd data dir, never by a bare name
+strays() {
+    pgrep -f "^$BIN/" || true
+    pgrep -f "^/usr/bin/etcd .*--data-dir=$STATE/etcd" || true
+}
+
+fail_up() { # fail_up COMPONENT MESSAGE: the log tail, then (by default) a clean `down`
+    say "ERROR: $2"
+    if [[ -f $LOG/$1.log ]]; then
+        echo "---- last lines of $LOG/$1.log" >&2
+        tail -n 25 "$LOG/$1.log" >&2
+        echo "----" >&2
+    fi
+    if [[ ${HARNESS_K8S_KEEP_ON_FAILURE:-0} != 1 ]]; then
+        say "stopping what was started (HARNESS_K8S_KEEP_ON_FAILURE=1 keeps it)"
+        down >&2
+    fi
+    exit 1
+}
+
+wait_for() { # wait_for COMPONENT WHAT COMMAND...: poll until COMMAND succeeds or the deadline
+    local comp=$1 desc=$2
+    shift 2
+    until "$@" >/dev/null 2>&1; do
+        [[ -n $(pid_of "$comp") ]] || fail_up "$comp" "$comp exited while waiting for $desc"
+        ((SECONDS < deadline)) || fail_up "$comp" "no $desc after ${UP_TIMEOUT_S}s"
+        sleep 0.5
+    done
+}
+
+node_ready() {
+    api "/api/v1/nodes/$NODE" | python3 -c '
+import json, sys
+conds = json.load(sys.stdin)["status"].get("conditions", [])
+sys.exit(0 if any(c["type"] == "Ready" and c["status"] == "True" for c in conds) else 1)'
+}
+
+# ---------------------------------------------------------------- up
+
+check_service_cidr() { # the service range must not overlap a route or a Docker network
+    { ip -4 route show | awk '{print $1}'
+      # shellcheck disable=SC2046 # one argument per network id
+      docker network inspect $(docker network ls -q) --format '{{range .IPAM.Config}}{{.Subnet}} {{end}}' | tr ' ' '\n'
+    } | python3 -c '
+import ipaddress, sys
+svc = ipaddress.ip_network(sys.argv[1])
+for line in sys.stdin:
+    word = line.strip()
+    if not word or word == "default":
+        continue
+    try:
+        net = ipaddress.ip_network(word, strict=False)
+    except ValueError:
+        continue
+    if net.version == 4 and net.overlaps(svc):
+        sys.exit(f"service range {svc} overlaps {net} (set HARNESS_K8S_SERVICE_CIDR)")
+' "$SERVICE_CIDR" || die "pick another HARNESS_K8S_SERVICE_CIDR"
+}
+
+ensure_pause_image() {
+    docker image inspect "$PAUSE_IMAGE" >/dev/null 2>&1 && return 0
+    local ctx
+    ctx=$(mktemp -d)
+    cp "$BIN/pause" "$ctx/pause"
+    printf 'FROM scratch\nCOPY pause /pause\nENTRYPOINT ["/pause"]\n' >"$ctx/Dockerfile"
+    # a shared image of the cluster, not one run's: harness.k8s, not harness.managed
+    docker build -q --label harness.k8s=true -t "$PAUSE_IMAGE" "$ctx" >/dev/null
+    rm -rf "$ctx"
+}
+
+save_sysctls() {
+    [[ -f $STATE/sysctl.before ]] && return 0 # an earlier, unfinished `up` saved them first
+    local k
+    for k in "${SYSCTLS[@]}"; do
+        if sysctl -n "$k" >/dev/null 2>&1; then echo "$k=$(sysctl -n "$k" | tr '\t' ' ')"; fi
+    done >"$STATE/sysctl.before.tmp"
+    mv "$STATE/sysctl.before.tmp" "$STATE/sysctl.before"
+    for k in "${OUTSIDE_PATHS[@]}"; do
+        if [[ ! -e $k ]]; then echo "$k"; fi
+    done >"$STATE/absent-paths"
+}
+
+all_running() {
+    local p
+    for p in "${PROCS[@]}"; do [[ -n $(pid_of "$p") ]] || return 1; done
+}
+
+any_running() {
+    local p
+    for p in "${PROCS[@]}"; do [[ -z $(pid_of "$p") ]] || return 0; done
+    [[ -n $(strays) ]]
+}
+
+up() {
+    [[ $(id -u) -eq 0 ]] || die "run as root"
+    if all_running && node_ready; then
+        say "already up: $API (kubeconfig $STATE/kubeconfig)"
+        return 0
+    fi
+    if any_running; then
+        say "partly up: stopping the rest first"
+        down
+    fi
+    built || die "no binaries in $BIN: run '$0 build' first (about 10 min)"
+    command -v etcd >/dev/null || die "no etcd: apt-get install etcd-server (or run '$0 build')"
+    docker info >/dev/null 2>&1 || die "no Docker engine answers"
+    local t0=$SECONDS deadline=$((SECONDS + UP_TIMEOUT_S))
+    check_service_cidr
+    ensure_pki
+    ensure_pause_image
+    save_sysctls
+    local adv
+    adv=$(docker0_ip)
+
+    start etcd etcd --name=harness-k8s --data-dir="$STATE/etcd" \
+        --listen-client-urls=http://127.0.0.1:2379 --advertise-client-urls=http://127.0.0.1:2379 \
+        --listen-peer-urls=http://127.0.0.1:2380 --initial-advertise-peer-urls=http://127.0.0.1:2380 \
+        --initial-cluster=harness-k8s=http://127.0.0.1:2380 --listen-metrics-urls=http://127.0.0.1:2381
+    wait_for etcd "etcd health" curl -fsS --max-time 2 http://127.0.0.1:2379/health
+
+    start kube-apiserver "$BIN/kube-apiserver" \
+        --bind-address=127.0.0.1 --secure-port=6443 --advertise-address="$adv" \
+        --etcd-servers=http://127.0.0.1:2379 --service-cluster-ip-range="$SERVICE_CIDR" \
+        --service-node-port-range=30000-32767 --allow-privileged=true \
+        --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
+        --client-ca-file="$PKI/ca.crt" --token-auth-file="$STATE/tokens.csv" \
+        --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction \
+        --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
+        --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+        --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" \
+        --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
+        --kubelet-preferred-address-types=InternalIP,Hostname \
+        --requestheader-client-ca-file="$PKI/front-proxy-ca.crt" \
+        --requestheader-allowed-names=front-proxy-client \
+        --requestheader-extra-headers-prefix=X-Remote-Extra- \
+        --requestheader-group-headers=X-Remote-Group --requestheader-username-headers=X-Remote-User \
+        --proxy-client-cert-file="$PKI/front-proxy-client.crt" \
+        --proxy-client-key-file="$PKI/front-proxy-client.key" --enable-aggregator-routing=true \
+        --cert-dir="$PKI/apiserver-generated"
+    wait_for kube-apiserver "apiserver /readyz" api /readyz
+
+    start kube-controller-manager "$BIN/kube-controller-manager" \
+        --kubeconfig="$STATE/kubeconfigs/kube-controller-manager.conf" \
+        --authentication-kubeconfig="$STATE/kubeconfigs/kube-controller-manager.conf" \
+        --authorization-kubeconfig="$STATE/kubeconfigs/kube-controller-manager.conf" \
+        --bind-address=127.0.0.1 --port=0 --leader-elect=false \
+        --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
+        --use-service-account-credentials=true \
+        --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
+        --service-cluster-ip-range="$SERVICE_CIDR" \
+        --horizontal-pod-autoscaler-sync-period="$HPA_SYNC"
+    start kube-scheduler "$BIN/kube-scheduler" \
+        --kubeconfig="$STATE/kubeconfigs/kube-scheduler.conf" \
+        --authentication-kubeconfig="$STATE/kubeconfigs/kube-scheduler.conf" \
+        --authorization-kubeconfig="$STATE/kubeconfigs/kube-scheduler.conf" \
+        --bind-address=127.0.0.1 --port=0 --leader-elect=false
+
+    # Image GC off (100): the kubelet must never delete the images other work on this machine
+    # uses. Eviction thresholds low: a shared disk's usage is not this node's pressure.
+    start kubelet "$BIN/kubelet" \
+        --kubeconfig="$STATE/kubeconfigs/kubelet.conf" --root-dir="$KUBELET_ROOT" \
+        --cert-dir="$STATE/kubelet-pki" --hostname-override="$NODE" --node-ip=127.0.0.1 \
+        --address=127.0.0.1 --healthz-bind-address=127.0.0.1 --read-only-port=0 \
+        --anonymous-auth=false --authentication-token-webhook=true \
+        --authorization-mode=Webhook --client-ca-file="$PKI/ca.crt" \
+        --container-runtime=docker --cgroup-driver=cgroupfs --fail-swap-on=false \
+        --pod-infra-container-image="$PAUSE_IMAGE" --oom-score-adj=0 \
+        --experimental-dockershim-root-directory="$STATE/dockershim" \
+        --remote-runtime-endpoint="unix://$RUN/dockershim.sock" \
+        --remote-image-endpoint="unix://$RUN/dockershim.sock" \
+        --volume-plugin-dir="$STATE/kubelet-plugins" \
+        --image-gc-high-threshold=100 --image-gc-low-threshold=99 \
+        --eviction-hard='memory.available<100Mi,nodefs.available<1%,imagefs.available<1%' \
+        --register-node=true --v=1
+
+    # --masquerade-all: a pod reaching a Service whose backend is a pod on the same bridge
+    # gets the answer through the host, not straight over docker0 past the DNAT.
+    # --conntrack-*=0: leave the host's conntrack settings as they are.
+    start kube-proxy "$BIN/kube-proxy" \
+        --kubeconfig="$STATE/kubeconfigs/kube-proxy.conf" --hostname-override="$NODE" \
+        --proxy-mode=iptables --nodeport-addresses=127.0.0.0/8 --masquerade-all=true \
+        --bind-address=127.0.0.1 --healthz-bind-address=127.0.0.1:10256 \
+        --metrics-bind-address=127.0.0.1:10249 --oom-score-adj=0 \
+        --conntrack-max-per-core=0 --conntrack-tcp-timeout-established=0 \
+        --conntrack-tcp-timeout-close-wait=0
+    wait_for kubelet "node $NODE Ready" node_ready
+    # pods are refused until the namespace's default service account exists
+    wait_for kube-controller-manager "the default service account" \
+        api /api/v1/namespaces/default/serviceaccounts/default
+    say "up in $((SECONDS - t0)) s: $API, node $NODE Ready, kubeconfig $STATE/kubeconfig"
+}
+
+# ---------------------------------------------------------------- down
+
+k8s_containers() { # the containers dockershim made: label io.kubernetes.pod.name, name k8s_*
+    docker ps -a --filter label=io.kubernetes.pod.name --format '{{.ID}} {{.Names}}' |
+        awk '$2 ~ /^k8s_/ {print $1}'
+}
+
+clean_iptables() { # delete every KUBE-* chain and every rule that jumps to one
+    local tool
+    for tool in iptables ip6tables; do
+        command -v "$tool-save" >/dev/null || continue
+        "$tool-save" | python3 -c '
+import shlex, subprocess, sys
+tool = sys.argv[1]
+table, chains, rules = "", {}, []
+for line in sys.stdin:
+    line = line.rstrip("\n")
+    if line.startswith("*"):
+        table = line[1:]
+    elif line.startswith(":KUBE-"):
+        chains.setdefault(table, []).append(line[1:].split()[0])
+    elif line.startswith("-A ") and "KUBE-" in line and not line.split()[1].startswith("KUBE-"):
+        rules.append((table, shlex.split(line)[1:]))
+for table, spec in rules:
+    subprocess.run([tool, "-w", "-t", table, "-D", *spec], check=False)
+for table, names in chains.items():
+    for name in names:
+        subprocess.run([tool, "-w", "-t", table, "-F", name], check=False)
+    for name in names:
+        subprocess.run([tool, "-w", "-t", table, "-X", name], check=False)
+' "$tool"
+    done
+}
+
+kubelet_mounts() {
+    awk -v root="$KUBELET_ROOT" '$2 == root || index($2, root "/") == 1 || index($2, "/var/lib/kubelet/") == 1 {print $2}' /proc/self/mounts
+}
+
+kube_cgroups() { # the cgroups kubelet made, deepest first
+    find /sys/fs/cgroup -mindepth 1 -maxdepth 3 -type d -name 'kubepods*' -prune 2>/dev/null |
+        while read -r top; do find "$top" -depth -type d; done
+}
+
+down() {
+    [[ $(id -u) -eq 0 ]] || die "run as root"
+    local i p pid
+    # the node agents first, so nothing recreates what is removed below
+    for ((i = ${#PROCS[@]} - 1; i >= 0; i--)); do
+        p=${PROCS[i]}
+        [[ $p == etcd || $p == kube-apiserver ]] && continue
+        stop "$p"
+    done
+    local ids
+    ids=$(k8s_containers)
+    if [[ -n $ids ]]; then
+        # shellcheck disable=SC2086
+        docker rm -f -v $ids >/dev/null
+    fi
+    stop kube-apiserver
+    stop etcd
+    for pid in $(strays); do kill -9 "$pid" 2>/dev/null || true; done
+    clean_iptables
+    local m
+    for m in $(kubelet_mounts | sort -r); do umount "$m" 2>/dev/null || umount -l "$m"; done
+    local cg
+    for cg in $(kube_cgroups); do rmdir "$cg" 2>/dev/null || true; done
+    if [[ -f $STATE/sysctl.before ]]; then
+        local kv k v
+        while IFS= read -r kv; do
+            k=${kv%%=*} v=${kv#*=}
+            [[ "$(sysctl -n "$k" 2>/dev/null | tr '\t' ' ')" == "$v" ]] || sysctl -q -w "$k=$v" >/dev/null
+        done <"$STATE/sysctl.before"
+        rm -f "$STATE/sysctl.before"
+    fi
+    if [[ -f $STATE/absent-paths ]]; then
+        while IFS= read -r p; do rm -rf "$p"; done <"$STATE/absent-paths"
+        rm -f "$STATE/absent-paths"
+    fi
+    # a fresh cluster on every `up`: objects of an earlier session would come back otherwise
+    rm -rf "$STATE/etcd" "$KUBELET_ROOT" "$STATE/dockershim" "$STATE/kubelet-plugins" "$RUN"/*.sock
+    local left=""
+    [[ -z $(strays) ]] || left+=" processes"
+    [[ -z $(k8s_containers) ]] || left+=" containers"
+    [[ -z $(kubelet_mounts) ]] || left+=" mounts"
+    [[ -z $(kube_cgroups) ]] || left+=" cgroups"
+    [[ $(iptables-save) != *KUBE-* ]] || left+=" iptables"
+    [[ -z $left ]] || die "down left:$left"
+    say "down"
+}
+
+# ---------------------------------------------------------------- status
+
+status() {
+    local p pid up=1
+    for p in "${PROCS[@]}"; do
+        pid=$(pid_of "$p")
+        if [[ -n $pid ]]; then
+            printf '%-24s running  pid %-7s rss %s MB\n' "$p" "$pid" \
+                "$(($(awk '/VmRSS/ {print $2}' "/proc/$pid/status") / 1024))"
+        else
+            printf '%-24s stopped\n' "$p"
+            up=0
+        fi
+    done
+    if ((up)) && node_ready; then
+        echo "node $NODE Ready; apiserver $API; kubeconfig $STATE/kubeconfig"
+        return 0
+    fi
+    ((up)) && echo "node $NODE not Ready"
+    any_running && echo "partly up: '$0 down' cleans it"
+    return 3
+}
+
+case ${1:-} in
+build) build ;;
+up) up ;;
+down) down ;;
+status) status ;;
+*) die "usage: $0 build|up|down|status" ;;
+esac
