@@ -24,8 +24,12 @@ K8S_VERSION=1.20.2
 # Debian's bookworm package (its upstream tree is 1.20.2 despite the 1.20.5 prefix)
 DEB_SRC_VERSION=1.20.5+really1.20.2-1.1+deb12u1
 PATCH_SED=$HERE/k8s/oom-score-adj.sed
-# the cache key changes with the source version and the patch
-PATCH_HASH=$({ echo "$DEB_SRC_VERSION"; cat "$PATCH_SED"; } | sha256sum | cut -c1-12)
+# The vendored reflect2 1.0.1 crashes the apiserver under Go >= 1.18 (SIGSEGV in
+# mapiterinit while it pretty-prints JSON, e.g. for curl); Debian's 1.0.2 replaces it.
+REFLECT2_VERSION=1.0.2
+# the cache key changes with the source version and the patches
+PATCH_HASH=$({ echo "$DEB_SRC_VERSION reflect2-$REFLECT2_VERSION"; cat "$PATCH_SED"; } |
+    sha256sum | cut -c1-12)
 BIN=$CACHE/$K8S_VERSION-$PATCH_HASH/bin
 COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
 PAUSE_IMAGE=harness-k8s-pause:3.4
@@ -81,7 +85,7 @@ EOF
     fi
     local pkgs=() p
     # rsync: the make places its binaries with it
-    for p in golang-go etcd-server build-essential openssl rsync; do
+    for p in golang-go etcd-server build-essential openssl rsync golang-github-modern-go-reflect2-dev; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
             pkgs+=("$p")
     done
@@ -106,6 +110,10 @@ EOF
         die "patch did not apply to docker_sandbox.go"
     grep -Eq 'guaranteedOOMScoreAdj\s+int\s*=\s*0\b' "$tree/pkg/kubelet/qos/policy.go" ||
         die "patch did not apply to qos/policy.go"
+    dpkg-query -W -f='${Version}' golang-github-modern-go-reflect2-dev | grep -q "^$REFLECT2_VERSION" ||
+        die "golang-github-modern-go-reflect2-dev is not $REFLECT2_VERSION"
+    rsync -a --delete --exclude='*_test.go' /usr/share/gocode/src/github.com/modern-go/reflect2/ \
+        "$tree/vendor/github.com/modern-go/reflect2/"
     local gopath=$CACHE/gopath
     mkdir -p "$gopath/src/k8s.io"
     ln -sfn "$tree" "$gopath/src/k8s.io/kubernetes"
@@ -284,8 +292,11 @@ strays() {
 fail_up() { # fail_up COMPONENT MESSAGE: the log tail, then (by default) a clean `down`
     say "ERROR: $2"
     if [[ -f $LOG/$1.log ]]; then
-        echo "---- last lines of $LOG/$1.log" >&2
-        tail -n 25 "$LOG/$1.log" >&2
+        # the first fatal/error lines (a Go panic's stack buries them), then the tail
+        echo "---- first errors in $LOG/$1.log" >&2
+        grep -m 5 -E '^[FE][0-9]{4} |rror' "$LOG/$1.log" | cut -c1-400 >&2 || true
+        echo "---- last lines" >&2
+        tail -n 15 "$LOG/$1.log" | cut -c1-400 >&2
         echo "----" >&2
     fi
     if [[ ${HARNESS_K8S_KEEP_ON_FAILURE:-0} != 1 ]]; then
@@ -296,10 +307,14 @@ fail_up() { # fail_up COMPONENT MESSAGE: the log tail, then (by default) a clean
 }
 
 wait_for() { # wait_for COMPONENT WHAT COMMAND...: poll until COMMAND succeeds or the deadline
-    local comp=$1 desc=$2
+    local comp=$1 desc=$2 p
     shift 2
     until "$@" >/dev/null 2>&1; do
-        [[ -n $(pid_of "$comp") ]] || fail_up "$comp" "$comp exited while waiting for $desc"
+        for p in "${PROCS[@]}"; do # any component started so far that died is the culprit
+            if [[ -f $RUN/$p.pid && -z $(pid_of "$p") ]]; then
+                fail_up "$p" "$p exited while waiting for $desc"
+            fi
+        done
         ((SECONDS < deadline)) || fail_up "$comp" "no $desc after ${UP_TIMEOUT_S}s"
         sleep 0.5
     done
@@ -443,8 +458,8 @@ up() {
         --container-runtime=docker --cgroup-driver=cgroupfs --fail-swap-on=false \
         --pod-infra-container-image="$PAUSE_IMAGE" --oom-score-adj=0 \
         --experimental-dockershim-root-directory="$STATE/dockershim" \
-        --remote-runtime-endpoint="unix://$RUN/dockershim.sock" \
-        --remote-image-endpoint="unix://$RUN/dockershim.sock" \
+        --container-runtime-endpoint="unix://$RUN/dockershim.sock" \
+        --image-service-endpoint="unix://$RUN/dockershim.sock" \
         --volume-plugin-dir="$STATE/kubelet-plugins" \
         --image-gc-high-threshold=100 --image-gc-low-threshold=99 \
         --eviction-hard='memory.available<100Mi,nodefs.available<1%,imagefs.available<1%' \
