@@ -39,7 +39,10 @@ PKI=$STATE/pki
 RUN=$STATE/run
 LOG=$STATE/log
 KUBELET_ROOT=$STATE/kubelet
-NODE=harness-node
+# The node's name is its Hostname address, which the apiserver uses to reach the kubelet
+# (logs, exec): "localhost" resolves to 127.0.0.1, the only address the kubelet listens on.
+# (The kubelet refuses a loopback --node-ip, so the InternalIP is docker0's address.)
+NODE=localhost
 API=https://127.0.0.1:6443
 SERVICE_CIDR=${HARNESS_K8S_SERVICE_CIDR:-10.96.0.0/16}
 HPA_SYNC=${HARNESS_K8S_HPA_SYNC:-15s}
@@ -211,7 +214,7 @@ extendedKeyUsage=serverAuth" ca
     fi
     # Static tokens (token,user,uid,"groups"): one identity per component, so RBAC's default
     # bindings and the Node authorizer apply as in a kubeadm cluster.
-    if [[ ! -f $STATE/tokens.csv ]]; then
+    if ! grep -qs ",system:node:$NODE," "$STATE/tokens.csv"; then
         local who user groups tok
         umask 077
         : >"$STATE/tokens.csv"
@@ -265,7 +268,13 @@ start() { # start NAME BINARY ARGS...: a background process in its own session
         # not a process group leader (no job control), so setsid keeps this pid
         exec setsid "$@" >"$LOG/$name.log" 2>&1 </dev/null
     ) &
-    echo $! >"$RUN/$name.pid"
+    local pid=$! i
+    echo "$pid" >"$RUN/$name.pid"
+    # until the exec: pid_of recognises the process by its command line, not the subshell's
+    for ((i = 0; i < 100; i++)); do
+        [[ -n $(pid_of "$name") || ! -d /proc/$pid ]] && break
+        sleep 0.05
+    done
 }
 
 stop() { # stop NAME: SIGTERM, then SIGKILL after 15 s
@@ -421,7 +430,7 @@ up() {
         --service-account-issuer=https://kubernetes.default.svc.cluster.local \
         --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" \
         --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
-        --kubelet-preferred-address-types=InternalIP,Hostname \
+        --kubelet-preferred-address-types=Hostname,InternalIP \
         --requestheader-client-ca-file="$PKI/front-proxy-ca.crt" \
         --requestheader-allowed-names=front-proxy-client \
         --requestheader-extra-headers-prefix=X-Remote-Extra- \
@@ -451,7 +460,7 @@ up() {
     # uses. Eviction thresholds low: a shared disk's usage is not this node's pressure.
     start kubelet "$BIN/kubelet" \
         --kubeconfig="$STATE/kubeconfigs/kubelet.conf" --root-dir="$KUBELET_ROOT" \
-        --cert-dir="$STATE/kubelet-pki" --hostname-override="$NODE" --node-ip=127.0.0.1 \
+        --cert-dir="$STATE/kubelet-pki" --hostname-override="$NODE" --node-ip="$adv" \
         --address=127.0.0.1 --healthz-bind-address=127.0.0.1 --read-only-port=0 \
         --anonymous-auth=false --authentication-token-webhook=true \
         --authorization-mode=Webhook --client-ca-file="$PKI/ca.crt" \
@@ -493,7 +502,7 @@ clean_iptables() { # delete every KUBE-* chain and every rule that jumps to one
     local tool
     for tool in iptables ip6tables; do
         command -v "$tool-save" >/dev/null || continue
-        "$tool-save" | python3 -c '
+        "$tool-save" 2>/dev/null | python3 -c '
 import shlex, subprocess, sys
 tool = sys.argv[1]
 table, chains, rules = "", {}, []
@@ -561,13 +570,14 @@ down() {
         rm -f "$STATE/absent-paths"
     fi
     # a fresh cluster on every `up`: objects of an earlier session would come back otherwise
-    rm -rf "$STATE/etcd" "$KUBELET_ROOT" "$STATE/dockershim" "$STATE/kubelet-plugins" "$RUN"/*.sock
+    rm -rf "$STATE/etcd" "$KUBELET_ROOT" "$STATE/dockershim" "$STATE/kubelet-plugins" \
+        "$STATE/kubelet-pki" "$RUN"/*.sock
     local left=""
     [[ -z $(strays) ]] || left+=" processes"
     [[ -z $(k8s_containers) ]] || left+=" containers"
     [[ -z $(kubelet_mounts) ]] || left+=" mounts"
     [[ -z $(kube_cgroups) ]] || left+=" cgroups"
-    [[ $(iptables-save) != *KUBE-* ]] || left+=" iptables"
+    [[ $(iptables-save 2>/dev/null) != *KUBE-* ]] || left+=" iptables"
     [[ -z $left ]] || die "down left:$left"
     say "down"
 }

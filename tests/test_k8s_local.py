@@ -238,7 +238,7 @@ def app(cluster: Cluster) -> dict[str, Any]:
 # ---------------------------------------------------------------- tests
 
 def test_node_ready_and_up_is_idempotent(cluster: Cluster) -> None:
-    node = cluster.api.get("/api/v1/nodes/harness-node")
+    node = cluster.api.get("/api/v1/nodes/localhost")
     ready = [c for c in node["status"]["conditions"] if c["type"] == "Ready"]
     assert ready and ready[0]["status"] == "True", ready
     version = cluster.api.get("/version")
