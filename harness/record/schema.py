@@ -80,6 +80,12 @@ EVENT_KINDS: dict[str, str] = {
     "replica_resumed": "a paused replica runs again",
     "replica_lb_traffic": "the load balancer sent a replica its first request",
     "replica_first_scrape": "the metrics source first scraped a replica",
+    "pod_created": "kubernetes: the API server created a replica's pod (its creationTimestamp)",
+    "pod_scheduled": "kubernetes: the scheduler bound the pod to a node",
+    "pod_backoff": "kubernetes: the kubelet holds a crashed container in CrashLoopBackOff "
+                   "before restarting it",
+    "pod_deleting": "kubernetes: the pod is terminating (deleted, scaled away)",
+    "pod_deleted": "kubernetes: the pod is gone from the API",
     "worker_joined": "a load worker joined late",
     "worker_lost": "a load worker was lost",
     "loadgen_saturated": "the load generator was saturated",
