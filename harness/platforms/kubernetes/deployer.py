@@ -125,6 +125,9 @@ class KubeDeployer:
         self._pods: dict[str, PodView] = {}
         self._ready_at: dict[tuple[str, int], float] = {}
         self._paused: set[str] = set()
+        self._targets_file: Path | None = None
+        self._targets: frozenset[tuple[str, str]] = frozenset()
+        self._targets_lock = threading.Lock()
         self._desired = spec.replicas
         self._deployed = False
         self._torn_down = False
@@ -162,6 +165,23 @@ class KubeDeployer:
                     self._ready_at[view.life] = seen if live else (view.ready_since or seen)
         for ev in events:
             self.emit(ev.kind, ev.pod, ev.detail, ev.at_wall)
+        self._sync_targets()
+
+    def _sync_targets(self, force: bool = False) -> None:
+        """Prometheus' targets file follows the pods that have an address (kube_prometheus
+        says why file_sd); rewritten only when that set changed."""
+        if self._targets_file is None:
+            return
+        with self._lock:
+            pods = frozenset((p.name, p.pod_ip) for p in self._pods.values()
+                             if p.pod_ip and not p.deleting)
+        with self._targets_lock:
+            if pods == self._targets and not force:
+                return
+            kube_prometheus.write_targets(self._targets_file, kube_prometheus.targets_document(
+                pods, namespace=self.namespace, app_port=self.spec.app.port,
+                api_host_port=self.client.host_port, metrics_path=self.spec.app.metrics_path))
+            self._targets = pods
 
     # ── Deployer ─────────────────────────────────────────────────────────────────────
     def deploy(self) -> None:
@@ -214,13 +234,12 @@ class KubeDeployer:
             prefix=f"harness-k8s-{manifests.dns_label(self.spec.trial_id, max_len=30)}-",
             dir=parent))
         auth = kube_prometheus.write_credentials(self.root, self.client.cfg)
+        self._targets_file = self.root / "targets.json"
+        self._sync_targets(force=True)
         cfg = self.root / "prometheus.yml"
         cfg.write_text(kube_prometheus.render_config(
-            api_server=self.client.cfg.server, api_host_port=self.client.host_port,
-            namespace=self.namespace,
-            pod_selector=manifests.selector(manifests.app_selector(self.spec)),
-            app_port=self.spec.app.port, auth=auth, metrics_path=self.spec.app.metrics_path,
-            scrape_interval_s=self.scrape_interval_s, scheme=self.client.scheme))
+            targets_file=self._targets_file, auth=auth, scheme=self.client.scheme,
+            scrape_interval_s=self.scrape_interval_s))
         (self.root / "prometheus-data").mkdir()
         self._prom_port = free_port()
         self._prom = spawn(local_prometheus.command(

@@ -1,26 +1,31 @@
 """Prometheus for the kubernetes platform: a host process (as on the local platform,
-harness/platforms/local/local_prometheus.py) that finds the trial's pods with
-`kubernetes_sd_configs` and scrapes each one THROUGH the API server's pod proxy.
+harness/platforms/local/local_prometheus.py) that scrapes each of the trial's pods
+THROUGH the API server's pod proxy.
 
 Why the proxy: the host never sends traffic to pod or cluster addresses
 (docs/architecture.md, "Network"), and the API server is the one address of a cluster
 the harness is sure to reach — locally on 127.0.0.1:6443, and on a remote cluster too.
-Relabelling turns every discovered pod target into
+Every pod is a target
 
     https://<api server>/api/v1/namespaces/<ns>/pods/<pod>:<port>/proxy<metrics path>
 
 with the kubeconfig's bearer token (a 0600 file in the trial's work folder) or client
 certificate, and its CA (or no verification when the kubeconfig says so). The `instance`
-label stays the pod's "ip:port" (copied before `__address__` is replaced), so the
-autoscaler's PromQL presets (harness/autoscale/metrics.py, `by (instance)`) and the
-watcher's first-scrape events read it exactly as on Docker; a `pod` label names the pod.
+label is the pod's "ip:port", so the autoscaler's PromQL presets
+(harness/autoscale/metrics.py, `by (instance)`) and the watcher's first-scrape events read
+it exactly as on Docker; a `pod` label names the pod.
 
-Discovery is limited to the run's namespace and this trial's app pods (a label
-selector), and only the app port's container-port target is kept.
+Discovery is the deployer's pod watch writing a `file_sd` targets file (atomically, on
+every change of the pod set), not `kubernetes_sd_configs`: Debian's Prometheus is built
+without the Kubernetes discovery (promtool: "field kubernetes_sd_configs not found"), and
+the harness watches the pods anyway. Prometheus re-reads the file within a second and
+hands changes to its scrapers at most every 5 s, the same lag as its Kubernetes discovery.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -54,37 +59,36 @@ def write_credentials(folder: Path, cfg: KubeConfig) -> dict[str, Any]:
     return out
 
 
-def render_config(*, api_server: str, api_host_port: str, namespace: str,
-                  pod_selector: str, app_port: int, auth: dict[str, Any],
-                  metrics_path: str = "/metrics", scrape_interval_s: float = 1.0,
-                  scheme: str = "https") -> str:
+def targets_document(pods: Iterable[tuple[str, str]], *, namespace: str, app_port: int,
+                     api_host_port: str, metrics_path: str = "/metrics"
+                     ) -> list[dict[str, Any]]:
+    """file_sd groups (pure): one per (pod name, pod IP), scraped at the API server with
+    the pod proxy path as its `__metrics_path__`."""
+    return [{"targets": [api_host_port],
+             "labels": {"instance": f"{ip}:{app_port}", "pod": name,
+                        "__metrics_path__": f"/api/v1/namespaces/{namespace}/pods/"
+                                            f"{name}:{app_port}/proxy{metrics_path}"}}
+            for name, ip in sorted(pods) if ip]
+
+
+def write_targets(path: Path, groups: list[dict[str, Any]]) -> None:
+    """Replace the targets file atomically (a half-written file would drop every target)."""
+    atomic_write(path, json.dumps(groups, indent=1))
+
+
+def render_config(*, targets_file: Path, auth: dict[str, Any], scheme: str = "https",
+                  scrape_interval_s: float = 1.0) -> str:
     """prometheus.yml text (pure; tests run `promtool check config` on it)."""
     interval = f"{max(1, round(scrape_interval_s * 1000))}ms"
     # a scrape must end before the next one starts; 80 % of the interval leaves room
     timeout = f"{max(1, round(scrape_interval_s * 800))}ms"
-    sd: dict[str, Any] = {"role": "pod", "api_server": api_server,
-                          "namespaces": {"names": [namespace]},
-                          "selectors": [{"role": "pod", "label": pod_selector}], **auth}
-    relabel = [
-        # one target per container port: keep the app's
-        {"source_labels": ["__meta_kubernetes_pod_container_port_number"],
-         "regex": str(app_port), "action": "keep"},
-        {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-        # instance = the pod's ip:port, as the docker platform's (before __address__ moves)
-        {"source_labels": ["__address__"], "target_label": "instance"},
-        {"source_labels": ["__meta_kubernetes_namespace", "__meta_kubernetes_pod_name",
-                           "__meta_kubernetes_pod_container_port_number"],
-         "separator": ";", "regex": "(.+);(.+);(.+)",
-         "target_label": "__metrics_path__",
-         "replacement": f"/api/v1/namespaces/${{1}}/pods/${{2}}:${{3}}/proxy{metrics_path}"},
-        {"target_label": "__address__", "replacement": api_host_port},
-    ]
     cfg: dict[str, Any] = {
         "global": {"scrape_interval": interval, "scrape_timeout": timeout,
                    "evaluation_interval": interval},
         "scrape_configs": [{
-            "job_name": APP_JOB, "scheme": scheme, "metrics_path": metrics_path,
-            "kubernetes_sd_configs": [sd], "relabel_configs": relabel, **auth}],
+            "job_name": APP_JOB, "scheme": scheme,
+            "file_sd_configs": [{"files": [str(targets_file)], "refresh_interval": "1s"}],
+            **auth}],
     }
     return "# written by harness (kubernetes platform)\n" + yaml.safe_dump(cfg,
                                                                            sort_keys=False)

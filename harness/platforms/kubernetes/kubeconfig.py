@@ -78,7 +78,7 @@ def _pem(body: Mapping[str, Any], key: str, base: Path, source: str) -> bytes | 
     data = body.get(f"{key}-data")
     if data:
         try:
-            return base64.b64decode(str(data), validate=False)
+            return base64.b64decode("".join(str(data).split()), validate=True)
         except ValueError:
             raise PrerequisiteError(f"{source}: {key}-data is not base64") from None
     path = body.get(key)
