@@ -245,3 +245,50 @@ def test_clean_removes_a_leftover_namespace(kube: KubeClient,
     assert leftovers(kube, rid)
     assert sweep(kube, rid) == [f"removed namespace {namespace(rid)['metadata']['name']}"]
     assert leftovers(kube, rid) == []
+
+
+def test_harness_run_the_kubernetes_example(kube: KubeClient, tmp_path: Path,
+                                            new_run_id: Callable[[str], str]) -> None:
+    """`harness run examples/kubernetes.yaml --platform kubernetes`, durations shortened."""
+    import json
+    import sys
+
+    import pandas as pd
+    import yaml
+
+    sc = yaml.safe_load((ROOT / "examples" / "kubernetes.yaml").read_text())
+    sc["load"].update(warmup_s=3, warmup_rps=40)
+    sc["load"]["stages"] = [{"name": "base", "duration_s": 10, "rps": 40},
+                            {"name": "spike", "duration_s": 20, "rps": 160, "ramp_s": 1},
+                            {"name": "after", "duration_s": 10, "rps": 40}]
+    sc["faults"] = [{"at_s": 6, "action": "crash", "count": 1},
+                    {"at_s": 25, "action": "kill", "count": 1}]
+    sc["strategies"][2]["autoscaler"]["max_replicas"] = 4
+    sc.pop("thresholds", None)
+    f = tmp_path / "k8s.yaml"
+    f.write_text(yaml.safe_dump(sc))
+    rid = new_run_id("k8s-run")
+    env = dict(os.environ)
+    env["KUBECONFIG"] = kube.cfg.source
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(f), "--platform",
+                        "kubernetes", "--out", str(tmp_path / "results"), "--run-id", rid],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    run_dir = tmp_path / "results" / rid
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["platform"] == "kubernetes"
+    assert meta["load_balancer"] == "kube-proxy iptables NodePort (random)"
+    assert [t["status"] for t in meta["trials"]] == ["complete"] * 3
+    ev = pd.read_csv(run_dir / "events.csv")
+    for strategy in ("manual", "compose", "autoscale"):
+        kinds = set(ev[ev.strategy == strategy].kind)
+        assert {"deployed", "pod_created", "pod_scheduled", "replica_started",
+                "replica_ready", "fault", "torn_down"} <= kinds, (strategy, kinds)
+        faults = ev[(ev.strategy == strategy) & (ev.kind == "fault")]
+        assert set(faults.outcome) == {"ok"}, faults.to_string()
+    compose = ev[ev.strategy == "compose"]
+    assert "replica_restarted" in set(compose.kind)  # the crash: restarted in place
+    assert "pod_deleted" in set(compose.kind)  # the kill: the pod went, a new one came
+    manual = ev[ev.strategy == "manual"]
+    assert "replica_restarted" not in set(manual.kind)
+    assert leftovers(kube, rid) == []
