@@ -26,6 +26,7 @@ from harness.platforms.kubernetes.kubeconfig import (
 )
 from harness.platforms.kubernetes.node_runtime import docker_id
 from harness.platforms.kubernetes.pods import (
+    has_started,
     parse_pod,
     parse_time,
     pod_events,
@@ -209,6 +210,13 @@ def test_replica_state_of_recorded_pods(name: str, state: ReplicaState, restarts
     assert replica_state(p) == state
     assert p.restarts == restarts
     assert p.exit_code == exit_code
+
+
+@pytest.mark.parametrize(("name", "started"), [
+    ("pending", False), ("never-pull", False), ("running-unready", True),
+    ("crashloop", True), ("manual-crashed", True)])
+def test_only_started_pods_are_replicas(name: str, started: bool) -> None:
+    assert has_started(parse_pod(_pod(name))) == started
 
 
 def test_recorded_pod_details() -> None:

@@ -37,7 +37,13 @@ from harness.errors import DeployError, PrerequisiteError
 from harness.platforms.kubernetes import kube_prometheus, manifests
 from harness.platforms.kubernetes.client import KubeApiError, KubeClient, path_of
 from harness.platforms.kubernetes.node_runtime import NodeRuntime
-from harness.platforms.kubernetes.pods import PodView, parse_pod, pod_events, replica_state
+from harness.platforms.kubernetes.pods import (
+    PodView,
+    has_started,
+    parse_pod,
+    pod_events,
+    replica_state,
+)
 from harness.platforms.kubernetes.podwatch import ResourceWatch
 
 LB_DESCRIPTION = "kube-proxy iptables NodePort (random)"
@@ -74,6 +80,11 @@ def ensure_namespace(client: KubeClient, run_id: str, timeout_s: float) -> str:
 def delete_namespace(client: KubeClient, ns: str, timeout_s: float) -> bool:
     """Delete and wait (bounded) until it is gone; True when it is."""
     client.delete(path_of("api", "v1", "namespaces", ns), grace_period_s=0)
+    # a terminating namespace takes no new objects, so no controller re-creates pods now:
+    # end them at once instead of waiting out their grace period (as `docker rm -f`)
+    with contextlib.suppress(DeployError):
+        client.delete(path_of("api", "v1", "namespaces", ns, "pods"), grace_period_s=0,
+                      propagation=None)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
@@ -307,7 +318,10 @@ class KubeDeployer:
 
     def replicas(self) -> list[Replica]:
         with self._lock:
-            pods = [p for p in self._pods.values() if not p.deleting]
+            # a replica is a pod whose container has started (a pod being scheduled or
+            # created is not running yet: pod_created / pod_scheduled say where it is,
+            # explain_unready why it is stuck); a terminating pod has left the Service
+            pods = [p for p in self._pods.values() if not p.deleting and has_started(p)]
             paused = set(self._paused)
             ready_at = dict(self._ready_at)
         out = []

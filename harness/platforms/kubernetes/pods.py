@@ -112,6 +112,12 @@ def replica_state(p: PodView, *, paused: bool = False) -> ReplicaState:
     return ReplicaState.STARTING  # scheduling, pulling, creating the container
 
 
+def has_started(p: PodView) -> bool:
+    """Has this pod's container ever run (running now, or terminated / restarted since)?"""
+    return (p.container_state in ("running", "terminated") or p.restarts > 0
+            or p.exit_code is not None)
+
+
 @dataclass(frozen=True)
 class PodEvent:
     kind: str  # pod_created | pod_scheduled | pod_deleted
