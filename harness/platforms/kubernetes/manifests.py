@@ -116,8 +116,9 @@ def pod_spec(spec: DeploySpec, *, restart_policy: Literal["Never", "Always"],
             "ports": [{"name": "http", "containerPort": app.port, "protocol": "TCP"}],
             "readinessProbe": {
                 "httpGet": {"path": app.ready_path, "port": app.port},
+                # HAProxy's checks on Docker: every 1 s, out after 2 failures, in after 1
                 "periodSeconds": 1, "timeoutSeconds": 1, "successThreshold": 1,
-                "failureThreshold": 1},
+                "failureThreshold": 2},
         }],
     }
 
