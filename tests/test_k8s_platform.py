@@ -40,9 +40,16 @@ APP_ENV = {"WORKERS": "8", "SERVICE_MS": "2", "STARTUP_S": "0"}
 READY_S = 90.0
 
 
+# where scripts/k8s-local.sh writes the local cluster's kubeconfig (HARNESS_K8S_STATE)
+LOCAL_KUBECONFIG = Path(os.environ.get("HARNESS_K8S_STATE", "/var/lib/harness-k8s")) \
+    / "kubeconfig"
+
+
 def _client() -> KubeClient | None:
+    explicit = os.environ.get("HARNESS_KUBECONFIG") or (
+        str(LOCAL_KUBECONFIG) if LOCAL_KUBECONFIG.is_file() else None)
     try:
-        return kube_client(os.environ.get("HARNESS_KUBECONFIG"))
+        return kube_client(explicit)
     except Exception:
         return None
 
