@@ -245,6 +245,18 @@ def test_pod_events_over_a_pod_life() -> None:
     assert [e.kind for e in pod_events(running, crash, 104.0)] == ["pod_backoff"]
 
 
+def test_endpoints_changes() -> None:
+    from harness.platforms.kubernetes.endpoints import changes, ready_pods
+
+    ep = {"subsets": [{"addresses": [{"ip": "172.17.0.5", "targetRef": {"name": "a"}},
+                                     {"ip": "172.17.0.6", "targetRef": {"name": "b"}}],
+                       "notReadyAddresses": [{"ip": "172.17.0.7",
+                                              "targetRef": {"name": "c"}}]}]}
+    assert ready_pods(ep) == {"a", "b"}  # not-ready addresses get no traffic
+    assert ready_pods({}) == set()
+    assert changes({"a", "x"}, {"a", "b"}) == (["b"], ["x"])
+
+
 def test_parse_time() -> None:
     assert parse_time("1970-01-01T00:00:10Z") == 10.0
     assert parse_time("1970-01-01T00:00:10.250000Z") == 10.25

@@ -86,6 +86,10 @@ EVENT_KINDS: dict[str, str] = {
                    "before restarting it",
     "pod_deleting": "kubernetes: the pod is terminating (deleted, scaled away)",
     "pod_deleted": "kubernetes: the pod is gone from the API",
+    "replica_in_service": "kubernetes: the pod's address entered the Service's ready "
+                          "endpoints (kube-proxy routes to it within its sync period)",
+    "replica_out_of_service": "kubernetes: the pod's address left the Service's ready "
+                              "endpoints",
     "worker_joined": "a load worker joined late",
     "worker_lost": "a load worker was lost",
     "loadgen_saturated": "the load generator was saturated",

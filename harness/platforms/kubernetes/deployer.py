@@ -36,6 +36,7 @@ from harness.deploy.base import DeployEvent, DeploySpec, EventSink, Replica, Rep
 from harness.errors import DeployError, PrerequisiteError
 from harness.platforms.kubernetes import kube_prometheus, manifests
 from harness.platforms.kubernetes.client import KubeApiError, KubeClient, path_of
+from harness.platforms.kubernetes.endpoints import EndpointsWatch
 from harness.platforms.kubernetes.node_runtime import NodeRuntime
 from harness.platforms.kubernetes.pods import (
     PodView,
@@ -143,6 +144,7 @@ class KubeDeployer:
         self._deployed = False
         self._torn_down = False
         self._watch: ResourceWatch | None = None
+        self._endpoints: EndpointsWatch | None = None
         self._node_port = 0
         self._prom: subprocess.Popen[bytes] | None = None
         self._prom_port = 0
@@ -215,6 +217,10 @@ class KubeDeployer:
             svc = self.client.create(ns_path(self.namespace, "services"),
                                      manifests.service(self.spec, self.service_name))
             self._node_port = manifests.node_port(svc)
+            self._endpoints = EndpointsWatch(
+                self.client, self.namespace, self.service_name,
+                lambda kind, pod, seen: self.emit(kind, pod, "", seen), self._clock.wall)
+            self._endpoints.start()
             self._start_prometheus()
             self._wait_serving(t0 + self.deploy_timeout_s)
         except (DeployError, PrerequisiteError):
@@ -405,8 +411,9 @@ class KubeDeployer:
             from harness.platforms.local.local_procs import stop_groups
 
             stop_groups([self._prom], grace_s=2.0)
-        if self._watch is not None:
-            self._watch.stop()
+        for w in (self._watch, self._endpoints):
+            if w is not None:
+                w.stop()
         if self._deployed:
             try:
                 if not delete_namespace(self.client, self.namespace, self.namespace_timeout_s):

@@ -28,10 +28,12 @@ RETRY_S = 0.5
 
 class ResourceWatch:
     def __init__(self, client: KubeClient, path: str, on_object: OnObject, *,
-                 label_selector: str | None = None, name: str = "kube-watch",
+                 label_selector: str | None = None, field_selector: str | None = None,
+                 name: str = "kube-watch",
                  wall: Callable[[], float] = time.time, watch_timeout_s: int = 240) -> None:
         self.client, self.path, self.on_object = client, path, on_object
         self.label_selector = label_selector
+        self.field_selector = field_selector
         self.name = name
         self._wall = wall
         self.watch_timeout_s = watch_timeout_s
@@ -61,7 +63,8 @@ class ResourceWatch:
         return self._thread is not None and self._thread.is_alive()
 
     def _list(self) -> str:
-        doc = self.client.get(self.path, labelSelector=self.label_selector)
+        doc = self.client.get(self.path, labelSelector=self.label_selector,
+                              fieldSelector=self.field_selector)
         seen = self._wall()
         for obj in (doc or {}).get("items") or []:
             self.on_object("ADDED", obj, seen, False)
@@ -90,7 +93,8 @@ class ResourceWatch:
     def _watch(self, version: str) -> str:
         stream = self.client.watch(self.path, resource_version=version,
                                    timeout_s=self.watch_timeout_s,
-                                   labelSelector=self.label_selector)
+                                   labelSelector=self.label_selector,
+                                   fieldSelector=self.field_selector)
         with self._lock:
             if self._stop.is_set():
                 stream.close()
