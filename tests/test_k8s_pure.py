@@ -199,7 +199,8 @@ def _pod(name: str) -> dict[str, Any]:
     ("pending", ReplicaState.STARTING, 0, None),
     ("running-unready", ReplicaState.STARTING, 0, None),
     ("running-ready", ReplicaState.READY, 0, None),
-    ("crashloop", ReplicaState.EXITED, 1, 137),
+    ("crashloop", ReplicaState.EXITED, 0, 137),  # the first crash, before its restart
+    ("crashloop-backoff", ReplicaState.EXITED, 1, 137),  # the second, backing off
     ("restarted-ready", ReplicaState.READY, 1, 137),
     ("manual-crashed", ReplicaState.EXITED, 0, 137),
     ("never-pull", ReplicaState.STARTING, 0, None),
@@ -214,7 +215,7 @@ def test_replica_state_of_recorded_pods(name: str, state: ReplicaState, restarts
 
 @pytest.mark.parametrize(("name", "started"), [
     ("pending", False), ("never-pull", False), ("running-unready", True),
-    ("crashloop", True), ("manual-crashed", True)])
+    ("crashloop", True), ("crashloop-backoff", True), ("manual-crashed", True)])
 def test_only_started_pods_are_replicas(name: str, started: bool) -> None:
     assert has_started(parse_pod(_pod(name))) == started
 
@@ -241,8 +242,9 @@ def test_pod_events_over_a_pod_life() -> None:
     assert pod_events(running, running, 102.0) == []
     gone = pod_events(running, None, 103.0)
     assert [(e.kind, e.at_wall) for e in gone] == [("pod_deleted", 103.0)]
-    crash = parse_pod(_pod("crashloop"))
+    crash = parse_pod(_pod("crashloop-backoff"))
     assert [e.kind for e in pod_events(running, crash, 104.0)] == ["pod_backoff"]
+    assert [e.kind for e in pod_events(running, parse_pod(_pod("crashloop")), 104.0)] == []
 
 
 def test_endpoints_changes() -> None:
