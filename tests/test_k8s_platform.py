@@ -298,6 +298,9 @@ def test_harness_run_the_kubernetes_example(kube: KubeClient, tmp_path: Path,
     compose = ev[ev.strategy == "compose"]
     assert "replica_restarted" in set(compose.kind)  # the crash: restarted in place
     assert "pod_deleted" in set(compose.kind)  # the kill: the pod went, a new one came
+    ts = pd.read_csv(run_dir / "timeseries.csv")
+    # the pods' CPU from their cgroups under kubepods/ (dockershim containers)
+    assert ts.replicas_cpu_pct.notna().sum() > 10, ts.replicas_cpu_pct.describe()
     manual = ev[ev.strategy == "manual"]
     assert "replica_restarted" not in set(manual.kind)
     assert leftovers(kube, rid) == []

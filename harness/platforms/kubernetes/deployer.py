@@ -455,6 +455,16 @@ class KubeDeployer:
                               "kubernetes platform balances with kube-proxy (no exporter): "
                               "use a per-pod metric (utilization, rps, cpu, latency_p95_ms)")
 
+    def container_ids(self) -> list[str]:
+        """Docker ids of the running app containers (dockershim), for replicas_cpu_pct:
+        their cgroups are under kubepods/ (harness/platforms/docker/cgroups.py)."""
+        from harness.platforms.kubernetes.node_runtime import docker_id
+
+        with self._lock:
+            ids = [docker_id(p.container_id) for p in self._pods.values()
+                   if p.container_state == "running" and not p.deleting]
+        return [i for i in ids if i]
+
     def endpoints_ready(self) -> int:
         """Ready addresses in the Service's Endpoints (what kube-proxy routes to)."""
         doc = self.client.get(ns_path(self.namespace, "endpoints", self.service_name))
