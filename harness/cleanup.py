@@ -1,7 +1,8 @@
 """`harness clean` and the second Ctrl-C: remove everything labelled as the harness's.
 
 Docker objects carry `harness.managed=true` / `harness.run=<id>` labels; host processes
-(local platform, load generators) carry the same as environment variables.
+(local platform, load generators) carry the same as environment variables; on the
+configured Kubernetes cluster (if any) a run's namespace carries them.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ def _sweep_dead_runs(live: set[str], docker_timeout_s: float) -> list[str]:
         rids |= _docker_run_ids()
     except Exception as e:
         lines.append(f"docker: not listed ({type(e).__name__}: {e})")
+    try:
+        rids |= _kubernetes_run_ids()
+    except Exception as e:
+        lines.append(f"kubernetes: not listed ({type(e).__name__}: {e})")
     # a process or object without a run id cannot be told apart from a live run's: kept
     for rid in sorted(rids - live - {""}):
         lines += _sweep(rid, docker_timeout_s, leave_swarm=False)
@@ -63,6 +68,13 @@ def _docker_run_ids() -> set[str]:
     return {str(lab[RUN_LABEL]) for lab in labels if RUN_LABEL in lab}
 
 
+def _kubernetes_run_ids() -> set[str]:
+    from harness.platforms.kubernetes.cleanup import configured_client, run_ids
+
+    client = configured_client()
+    return run_ids(client) if client is not None else set()
+
+
 def _sweep(run_id: str | None, docker_timeout_s: float, leave_swarm: bool = True
            ) -> list[str]:
     lines = sweep_processes(run_id)
@@ -74,6 +86,11 @@ def _sweep(run_id: str | None, docker_timeout_s: float, leave_swarm: bool = True
             result.extend(sweep_all(run_id, leave_swarm=leave_swarm))
         except Exception as e:  # no engine: the processes were all there was to sweep
             result.append(f"docker: not swept ({type(e).__name__}: {e})")
+        try:
+            from harness.platforms.kubernetes.cleanup import sweep_all as sweep_kubernetes
+            result.extend(sweep_kubernetes(run_id))
+        except Exception as e:
+            result.append(f"kubernetes: not swept ({type(e).__name__}: {e})")
 
     # bounded: the second Ctrl-C promises an exit within seconds even if dockerd hangs
     t = threading.Thread(target=docker_part, daemon=True)

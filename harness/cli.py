@@ -35,7 +35,8 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("scenario", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--platform", type=click.Choice(["auto", "docker", "local", "sim"]),
+@click.option("--platform", type=click.Choice(["auto", "docker", "local", "sim",
+                                               "kubernetes"]),
               default=None, help="Where replicas run (default: the scenario's, else docker "
                                  "when an engine answers, else local).")
 @click.option("--strategies", default=None, metavar="A,B",
@@ -56,10 +57,16 @@ def cli() -> None:
 @click.option("--keep-metrics", is_flag=True,
               help="Keep each trial's Prometheus data in RUN/metrics/<trial>/ (docker; "
                    "serve it later with `harness metrics serve RUN`).")
+@click.option("--kubeconfig", default=None, metavar="PATH",
+              help="kubernetes: the cluster's kubeconfig (default: the scenario's "
+                   "kubernetes.kubeconfig, KUBECONFIG, ~/.kube/config).")
+@click.option("--k8s-node-address", default=None, metavar="ADDRESS",
+              help="kubernetes: the node address NodePorts are reached on (default: the "
+                   "scenario's kubernetes.node_address, 127.0.0.1).")
 def run(scenario: Path, platform: str | None, strategies: str | None,
         repetitions: int | None, out: Path | None, workers: int | None,
         run_id: str | None, metrics_port: int | None, registry: str | None,
-        keep_metrics: bool) -> None:
+        keep_metrics: bool, kubeconfig: str | None, k8s_node_address: str | None) -> None:
     """Run every strategy × repetition of SCENARIO as a trial and record the results.
 
     Each trial: deploy, wait until ready, warm up, drive the load profile, inject faults,
@@ -71,7 +78,8 @@ def run(scenario: Path, platform: str | None, strategies: str | None,
     code = run_scenario(scenario, RunOptions(
         platform=platform, strategies=strategies.split(",") if strategies else None,
         repetitions=repetitions, out=out, workers=workers, run_id=run_id,
-        metrics_port=metrics_port, registry=registry, keep_metrics=keep_metrics))
+        metrics_port=metrics_port, registry=registry, keep_metrics=keep_metrics,
+        kubeconfig=kubeconfig, k8s_node_address=k8s_node_address))
     sys.exit(code)
 
 

@@ -6,7 +6,7 @@ README's first command works on a machine with no Docker).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from harness.errors import PrerequisiteError
@@ -14,11 +14,17 @@ from harness.errors import PrerequisiteError
 
 @dataclass
 class Platform:
-    name: str  # docker | local | sim
+    name: str  # docker | local | sim | kubernetes
     why: str
     docker: Any = None  # docker.DockerClient on the docker platform
     # REGISTRY[/PREFIX] the Docker deployers take the harness's images from (None: local)
     registry: str | None = None
+    # the Kubernetes API client on the kubernetes platform
+    # (harness/platforms/kubernetes/client.py)
+    kube: Any = None
+    # platform options every deployer of the run gets (the registry passes each deployer
+    # the ones it declares), e.g. the kubernetes node address
+    deploy_options: dict[str, Any] = field(default_factory=dict)
 
 
 def docker_client(timeout_s: float = 5.0) -> Any:
@@ -37,7 +43,18 @@ def docker_client(timeout_s: float = 5.0) -> Any:
             f"{type(e).__name__}") from None
 
 
-def resolve(requested: str) -> Platform:
+def kube_platform(kubeconfig: str | None = None) -> Platform:
+    """The kubernetes platform: a client of the cluster the kubeconfig names, checked."""
+    from harness.platforms.kubernetes.client import kube_client
+
+    client = kube_client(kubeconfig)
+    return Platform("kubernetes", f"requested; cluster {client.cfg.describe()}",
+                    kube=client)
+
+
+def resolve(requested: str, *, kubeconfig: str | None = None) -> Platform:
+    if requested == "kubernetes":
+        return kube_platform(kubeconfig)
     if requested == "docker":
         return Platform("docker", "requested", docker_client())
     if requested in ("local", "sim"):

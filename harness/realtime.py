@@ -39,9 +39,11 @@ def make_deployer(plat: Platform, strategy: Strategy, spec: DeploySpec,
                   ) -> Deployer:
     from harness.deploy import registry
 
-    extra = {"emit_replica_events": False} if plat.name == "local" else {}
+    extra: dict[str, Any] = {"emit_replica_events": False} if plat.name == "local" else {}
+    extra.update(plat.deploy_options)
     return registry.create(plat.name, strategy.kind, spec=spec, on_event=on_event,
-                           clock=clock, client=plat.docker,
+                           clock=clock,
+                           client=plat.kube if plat.name == "kubernetes" else plat.docker,
                            restart_delay_s=strategy.restart_delay_s,
                            registry=plat.registry, keep_metrics_dir=keep_metrics_dir,
                            **extra)

@@ -49,6 +49,8 @@ class RunOptions:
     metrics_port: int | None = None  # the harness's own /metrics on 127.0.0.1; 0: any port
     registry: str | None = None  # REGISTRY[/PREFIX] to run the images from (else scenario's)
     keep_metrics: bool = False  # keep each trial's Prometheus data in RUN/metrics/<trial>/
+    kubeconfig: str | None = None  # kubernetes: the cluster (else the scenario's, env, ~)
+    k8s_node_address: str | None = None  # kubernetes: where NodePorts answer
     echo: Callable[[str], None] = print
 
 
@@ -160,6 +162,11 @@ def _versions(plat: Platform) -> dict[str, Any]:
         v["locust"] = version("locust")
     except Exception:
         v["locust"] = None
+    if plat.kube is not None:
+        try:
+            v["kubernetes"] = plat.kube.version().get("gitVersion")
+        except Exception:
+            v["kubernetes"] = None
     if plat.docker is not None:
         try:
             v["docker_engine"] = plat.docker.version().get("Version")
@@ -181,12 +188,42 @@ def trial_order(strategies: list[str], repetition: int) -> list[str]:
 
 
 def _check_platform_bounds(sc: Scenario, plat: Platform) -> None:
-    if plat.name in ("docker", "local"):
+    if plat.name in ("docker", "local", "kubernetes"):
         for s in sc.strategies:
             if s.max_replicas > REAL_PLATFORM_MAX_REPLICAS:
                 raise UsageError(f"strategy {s.name!r} may run {s.max_replicas} replicas; "
                                  f"the {plat.name} platform allows at most "
                                  f"{REAL_PLATFORM_MAX_REPLICAS} (use --platform sim)")
+
+
+# how each platform's load balancer picks a replica: comparisons across platforms say so
+LOAD_BALANCERS = {"docker": "HAProxy leastconn", "local": "HAProxy leastconn",
+                  "sim": "modelled leastconn",
+                  "kubernetes": "kube-proxy iptables NodePort (random)"}
+
+
+def _kubernetes_options(sc: Scenario, plat: Platform, opts: RunOptions) -> None:
+    from harness.autoscale.metrics import backend_level
+
+    for s in sc.strategies:
+        if s.autoscaler is not None and backend_level(s.autoscaler):
+            raise UsageError(f"strategy {s.name!r}: metric {s.autoscaler.metric_name!r} "
+                             "reads HAProxy's exporter; the kubernetes platform balances "
+                             "with kube-proxy (use utilization, rps, cpu or latency_p95_ms)")
+    address = sc.kubernetes.node_address
+    if opts.k8s_node_address:
+        from pydantic import ValidationError
+
+        from harness.scenario.models import Kubernetes
+
+        try:
+            address = Kubernetes(node_address=opts.k8s_node_address).node_address
+        except ValidationError:
+            raise UsageError(f"--k8s-node-address {opts.k8s_node_address[:60]!r}: a host "
+                             "name or an IPv4 address") from None
+    plat.deploy_options = {
+        "node_address": address,
+        "image_pull_policy": sc.kubernetes.image_pull_policy}
 
 
 def runtime_for(plat: Platform, loaded: LoadedScenario, strategy: Strategy, trial: int,
@@ -231,9 +268,12 @@ def run_scenario(path: Path, opts: RunOptions) -> int:
     loaded = load_scenario(path)
     sc = loaded.scenario
     echo = opts.echo
-    plat = resolve(opts.platform or sc.platform)
+    plat = resolve(opts.platform or sc.platform,
+                   kubeconfig=opts.kubeconfig or sc.kubernetes.kubeconfig)
     echo(f"harness {__version__}: platform {plat.name} ({plat.why})")
     _check_platform_bounds(sc, plat)
+    if plat.name == "kubernetes":
+        _kubernetes_options(sc, plat, opts)
     if plat.name == "sim":
         for s in sc.strategies:
             if s.autoscaler is not None and not isinstance(s.autoscaler.metric, str):
@@ -312,7 +352,10 @@ def _run(loaded: LoadedScenario, path: Path, opts: RunOptions, plat: Platform,
         # load processes: local Locust workers (0: one process) and remote ones that joined
         "load_workers": {"local": sc.load.workers if opts.workers is None else opts.workers,
                          "remote": 0 if plat.name == "sim" else sc.load.remote_workers},
+        "load_balancer": LOAD_BALANCERS.get(plat.name, ""),
     }
+    if plat.name == "kubernetes":
+        meta["kubernetes"] = {"server": plat.kube.cfg.server, **plat.deploy_options}
     if metrics_url:
         meta["metrics_url"] = metrics_url
         echo(f"harness metrics: {metrics_url}")

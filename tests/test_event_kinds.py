@@ -23,7 +23,7 @@ KIND = re.compile(r"^[a-z][a-z_]*$")
 # callee name → indexes of the positional argument that can be the event kind: the load
 # child's `Out.event(kind, …)`, the trial record's `event(t_s, kind, …)` / `event_at(t, kind, …)`
 EMITTERS: dict[str, tuple[int, ...]] = {
-    "DeployEvent": (0,), "Change": (0,), "emit": (0,), "_emit_deploy_event": (0,),
+    "DeployEvent": (0,), "Change": (0,), "PodEvent": (0,), "emit": (0,), "_emit_deploy_event": (0,),
     "event": (0, 1), "on_event": (0,), "_event": (0,), "write_event": (1,),
     "event_at": (1,)}
 # `_emit` is the deployers' (kind first) and the fault timeline's (t first)

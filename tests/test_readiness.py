@@ -166,7 +166,8 @@ def test_status_reader_parses_only_changed_files(tmp_path: Path) -> None:
     assert len(reader.read().probes["10.0.0.2:8000"]) == 2
 
 
-@pytest.mark.parametrize("layout", ["v1-cgroupfs", "v1-systemd", "v2-systemd", "v2-cgroupfs"])
+@pytest.mark.parametrize("layout", ["v1-cgroupfs", "v1-systemd", "v2-systemd", "v2-cgroupfs",
+                                    "v1-kubepods", "v2-kubepods-guaranteed"])
 def test_cgroup_cpu_reader(tmp_path: Path, layout: str) -> None:
     cid = "ab" * 32
     paths = {
@@ -176,6 +177,11 @@ def test_cgroup_cpu_reader(tmp_path: Path, layout: str) -> None:
         "v2-systemd": (tmp_path / "system.slice" / f"docker-{cid}.scope" / "cpu.stat",
                        "usage_usec {us}\nuser_usec 1\n"),
         "v2-cgroupfs": (tmp_path / "docker" / cid / "cpu.stat", "usage_usec {us}\n"),
+        # a Kubernetes pod's container (dockershim, kubelet cgroupfs driver)
+        "v1-kubepods": (tmp_path / "cpuacct" / "kubepods" / "besteffort" / "pod1234" / cid
+                        / "cpuacct.usage", "{ns}\n"),
+        "v2-kubepods-guaranteed": (tmp_path / "kubepods" / "pod1234" / cid / "cpu.stat",
+                                   "usage_usec {us}\n"),
     }
     path, fmt = paths[layout]
     path.parent.mkdir(parents=True)

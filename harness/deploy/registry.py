@@ -60,6 +60,21 @@ def _local(kind: str) -> Factory:
     return make
 
 
+def _kubernetes(kind: str) -> Factory:
+    def make(client: Any, spec: DeploySpec, on_event: EventSink, clock: Any,
+             options: Mapping[str, Any]) -> Deployer:
+        from harness.platforms.kubernetes.kinds import KINDS
+
+        return KINDS[kind](client, spec, on_event, clock, **options)
+
+    make.__name__ = f"kubernetes_{kind}"
+    return make
+
+
+# harness/platforms/kubernetes/deployer.py, KubeDeployer.__init__
+_KUBERNETES_OPTIONS = frozenset({
+    "node_address", "image_pull_policy", "deploy_timeout_s", "prometheus_bin",
+    "use_prometheus", "scrape_interval_s", "namespace_timeout_s", "node_runtime", "workdir"})
 # harness/platforms/local/local.py, LocalDeployer.__init__
 _LOCAL_OPTIONS = frozenset({
     "restart_delay_s", "haproxy_bin", "prometheus_bin", "workdir", "use_prometheus",
@@ -78,6 +93,8 @@ DEPLOYERS: dict[tuple[str, str], Registration] = {
                                              _DOCKER_COMMON | {"restart_delay_s",
                                                                "leave_swarm"}),
     **{("local", k): Registration(_local(k), _LOCAL_OPTIONS)
+       for k in ("manual", "compose", "orchestrated")},
+    **{("kubernetes", k): Registration(_kubernetes(k), _KUBERNETES_OPTIONS)
        for k in ("manual", "compose", "orchestrated")},
     # the sim's deployer is made by its runtime (harness/platforms/sim/runtime.py): it needs
     # the simulated world, which only exists inside a sim trial

@@ -80,6 +80,16 @@ EVENT_KINDS: dict[str, str] = {
     "replica_resumed": "a paused replica runs again",
     "replica_lb_traffic": "the load balancer sent a replica its first request",
     "replica_first_scrape": "the metrics source first scraped a replica",
+    "pod_created": "kubernetes: the API server created a replica's pod (its creationTimestamp)",
+    "pod_scheduled": "kubernetes: the scheduler bound the pod to a node",
+    "pod_backoff": "kubernetes: the kubelet holds a crashed container in CrashLoopBackOff "
+                   "before restarting it",
+    "pod_deleting": "kubernetes: the pod is terminating (deleted, scaled away)",
+    "pod_deleted": "kubernetes: the pod is gone from the API",
+    "replica_in_service": "kubernetes: the pod's address entered the Service's ready "
+                          "endpoints (kube-proxy routes to it within its sync period)",
+    "replica_out_of_service": "kubernetes: the pod's address left the Service's ready "
+                              "endpoints",
     "worker_joined": "a remote load worker joined (`harness worker`), or any worker late",
     "worker_lost": "a load worker was lost",
     "loadgen_saturated": "the load generator was saturated",

@@ -125,6 +125,28 @@ class Images(Strict):
         return check_registry(v)
 
 
+class Kubernetes(Strict):
+    """The kubernetes platform's cluster and how pods get their image."""
+
+    kubeconfig: str | None = Field(
+        None, max_length=1000, description="kubeconfig file (default: --kubeconfig, "
+                                           "KUBECONFIG, ~/.kube/config)")
+    node_address: str = Field(
+        "127.0.0.1", description="the node address the NodePort Service is reached on "
+                                 "(127.0.0.1 on the local cluster; another for a remote one)")
+    image_pull_policy: Literal["Never", "IfNotPresent"] = Field(
+        "Never", description="Never: the image must be on the node (the local cluster "
+                             "shares this host's Docker images); IfNotPresent for a remote "
+                             "cluster pulling from a registry")
+
+    @field_validator("node_address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        if not re.match(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$", v):
+            raise ValueError(f"{v[:60]!r} must be a host name or an IPv4 address")
+        return v
+
+
 class Stage(Strict):
     """Ramp linearly to the target over ramp_s, then hold until duration_s has passed."""
 
@@ -303,8 +325,9 @@ class Scenario(Strict):
     repetitions: int = Field(1, ge=1, le=50)
     output: str = Field("results", description="results folder; each run gets a "
                                                "sub-folder named after its run id")
-    platform: Literal["auto", "docker", "local", "sim"] = "auto"
+    platform: Literal["auto", "docker", "local", "sim", "kubernetes"] = "auto"
     app: App = Field(default_factory=App)
+    kubernetes: Kubernetes = Field(default_factory=Kubernetes)
     images: Images = Field(default_factory=Images)
     load: Load
     faults: list[Fault] = Field(default_factory=list, max_length=100)

@@ -35,6 +35,19 @@ def _v2_candidates(root: Path, cid: str) -> list[Path]:
             root / "docker" / cid / "cpu.stat"]
 
 
+def _kubepods_candidates(root: Path, cid: str) -> list[Path]:
+    """A Kubernetes pod's container on this engine (dockershim, the kubelet's cgroupfs
+    driver): kubepods/[<qos>/]pod<uid>/<id> — the QoS level is absent for Guaranteed."""
+    out: list[Path] = []
+    for base, leaf in ([(root / ctl / "kubepods", "cpuacct.usage")
+                        for ctl in ("cpuacct", "cpu,cpuacct")]
+                       + [(root / "kubepods", "cpu.stat")]):
+        if base.is_dir():
+            out += sorted(base.glob(f"pod*/{cid}/{leaf}")) \
+                + sorted(base.glob(f"*/pod*/{cid}/{leaf}"))
+    return out
+
+
 def parse_cpu_stat_usec(text: str) -> int | None:
     for line in text.splitlines():
         k, _, v = line.partition(" ")
@@ -57,6 +70,14 @@ def container_cpu_ns(cid: str, root: Path = CGROUP_ROOT) -> int | None:
             continue
         if usec is not None:
             return usec * 1000
+    for p in _kubepods_candidates(root, cid):
+        try:
+            text = p.read_text()
+            usec = parse_cpu_stat_usec(text) if p.name == "cpu.stat" else None
+            value = usec * 1000 if usec is not None else int(text.strip())
+        except (OSError, ValueError):
+            continue
+        return value
     return None
 
 

@@ -84,15 +84,28 @@ def label_filters(run_id: str, trial_id: str | None = None,
 _TS = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$")
 
 
+# dockershim (the kubelet's Docker runtime) copies a pod's labels onto its containers, so
+# a kubernetes trial's pods carry harness.managed / harness.run too; they are the
+# kubernetes platform's to remove (with their namespace), never the docker sweep's.
+KUBERNETES_POD_LABEL = "io.kubernetes.pod.name"
+
+
+def is_kubernetes_container(labels: dict[str, str] | None) -> bool:
+    return bool(labels) and KUBERNETES_POD_LABEL in (labels or {})
+
+
 def list_containers(client: Any, filters: dict[str, Any],
                     include_stopped: bool = True) -> list[Any]:
     """client.containers.list without its race: docker-py lists, then inspects each id, and
     a container removed in between (a compose restart, a Swarm task, a tear-down) raised
-    NotFound for the whole call. Here a vanished container is simply not listed."""
+    NotFound for the whole call. Here a vanished container is simply not listed. Pod
+    containers of a Kubernetes node on this engine are never listed (see above)."""
     import docker.errors
 
     out = []
     for d in client.api.containers(all=include_stopped, filters=filters):
+        if is_kubernetes_container(d.get("Labels")):
+            continue
         try:
             out.append(client.containers.get(d["Id"]))
         except docker.errors.NotFound:

@@ -1,0 +1,1 @@
+"""The `kubernetes` platform: replicas as pods on a Kubernetes cluster (raw API client)."""
