@@ -137,12 +137,14 @@ class RealRuntime:
 
     def start_load(self, deployer: Deployer, rec: TrialRecord,
                    on_second: Any) -> float:
-        from harness.load.runner import LoadRun, LoadSpec
+        from harness.load.runner import LoadRun, LoadSpec, requests_per_connection
 
         sc = self.loaded.scenario
-        spec = LoadSpec.from_scenario(self.loaded, base_url=deployer.lb_url(),
-                                      workers=self.workers, seed=sc.seed + self.trial,
-                                      run_id=rec.key["run_id"])
+        spec = LoadSpec.from_scenario(
+            self.loaded, base_url=deployer.lb_url(), workers=self.workers,
+            seed=sc.seed + self.trial, run_id=rec.key["run_id"],
+            requests_per_connection=requests_per_connection(
+                sc.load.requests_per_connection, self.plat.name))
         self.warmup_rate = spec.warmup_rps
         self.duration_s = spec.duration_s
         host = HostSampler(self.clock)

@@ -28,6 +28,7 @@ from harness.bounds import REAL_PLATFORM_MAX_REPLICAS
 from harness.clock import RealClock
 from harness.errors import GateFailed, HarnessError, UsageError
 from harness.fsutil import RUN_ID_RE
+from harness.load.runner import requests_per_connection
 from harness.platform import Platform, resolve
 from harness.record.schema import SCHEMA_VERSION
 from harness.record.writer import write_json_atomic
@@ -353,6 +354,9 @@ def _run(loaded: LoadedScenario, path: Path, opts: RunOptions, plat: Platform,
         "load_workers": {"local": sc.load.workers if opts.workers is None else opts.workers,
                          "remote": 0 if plat.name == "sim" else sc.load.remote_workers},
         "load_balancer": LOAD_BALANCERS.get(plat.name, ""),
+        # None: keep-alive without limit (harness/load/runner.py)
+        "load_requests_per_connection": requests_per_connection(
+            sc.load.requests_per_connection, plat.name),
     }
     if plat.name == "kubernetes":
         meta["kubernetes"] = {"server": plat.kube.cfg.server, **plat.deploy_options}

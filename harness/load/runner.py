@@ -54,6 +54,17 @@ class LoadError(HarnessError):
     """The load generator could not start or died; the message carries its log's tail."""
 
 
+# Where the LB picks a replica per connection (kube-proxy), the default request closes its
+# connection after this many requests, as many clients' short connections would, so replicas
+# added during a trial get their share (docs/architecture.md, "Kubernetes").
+REQUESTS_PER_CONNECTION_DEFAULTS = {"kubernetes": 10}
+
+
+def requests_per_connection(configured: int | None, platform: str) -> int | None:
+    """The scenario's `load.requests_per_connection`, else the platform's default."""
+    return REQUESTS_PER_CONNECTION_DEFAULTS.get(platform) if configured is None else configured
+
+
 @dataclass
 class LoadSpec:
     """Everything the load child needs; plain data, serialised to JSON for it.
@@ -81,6 +92,8 @@ class LoadSpec:
     master_bind: str | None = None  # "host:port" for the master; default 127.0.0.1:<free>
     remote_workers_timeout_s: float = 60.0  # how long the master waits for remote workers
     locustfile: str | None = None  # a user's locustfile replaces the default request
+    # the default request closes its connection after this many (None: keep-alive, no limit)
+    requests_per_connection: int | None = None
     seed: int = 1
     arrival: Literal["uniform", "poisson"] = "uniform"
     start_timeout_s: float = START_TIMEOUT_S
@@ -176,6 +189,7 @@ class LoadSpec:
             locustfile=str(loaded.resolve(lp.locustfile)) if lp.locustfile else None,
             seed=sc.seed if seed is None else seed,
             remote_workers=lp.remote_workers,
+            requests_per_connection=lp.requests_per_connection,
             remote_workers_timeout_s=lp.remote_workers_timeout_s,
             master_bind=_master_bind(lp.master_bind, lp.master_port, lp.remote_workers),
         )
@@ -473,9 +487,8 @@ def worker_command(bind: str) -> str:
 
 
 def _master_bind(host: str, port: int | None, remote_workers: int) -> str | None:
-    """The scenario's master address as "host:port" (None: the child's default, loopback
-    on a free port). Chosen here when workers come from elsewhere, so the harness can
-    print the command for them before the master listens."""
+    """The master's "host:port" (None: the child's default, loopback on a free port); chosen
+    here for remote workers, so the harness can print their command before it listens."""
     if port is None and host == "127.0.0.1" and not remote_workers:
         return None
     return f"{host}:{port or free_port(host)}"

@@ -25,7 +25,7 @@ from typing import Any
 import gevent
 import gevent.event
 from gevent import GreenletExit
-from gevent.hub import Waiter, get_hub
+from gevent.hub import Waiter
 from locust import User, constant, task
 from locust.contrib.fasthttp import FastHttpUser
 from locust.exception import (
@@ -45,6 +45,7 @@ from harness.load.cpu import CpuSampler
 from harness.load.profile import SlotSchedule
 from harness.load.runner import LoadSpec
 from harness.load.stats import SaturationDetector, SecondBook, classify_failure
+from harness.load.user_pool import Pool
 
 log = logging.getLogger("harness.load.child")
 
@@ -52,52 +53,6 @@ CLOSE_GRACE_S = 0.25  # a second is closed this long after it ended (greenlets c
 LAG_PROBE_S = 0.1  # event-loop lateness probe period
 SCHED_QUANTUM_S = 0.001  # the scheduler's shortest sleep (libev's epoll resolution)
 monotonic = time.monotonic
-
-
-class Pool:
-    """The open model's users: idle ones wait for a slot; the scheduler hands slots out.
-
-    Last-in first-out, so the fewest users (and keep-alive connections) carry the load.
-    The hand-over is gevent's lightest: a ``Waiter`` per wait, woken by a hub callback
-    (an ``Event`` costs several times more per request at thousands of requests/s).
-    """
-
-    def __init__(self, on_abandoned: Callable[[float], None]) -> None:
-        self.idle: list[Any] = []
-        self.busy = 0
-        self.on_abandoned = on_abandoned
-        self._run_callback = get_hub().loop.run_callback
-
-    def take(self, user: Any) -> float:
-        waiter = Waiter()
-        user._h_waiter = waiter
-        user._h_slot = None
-        self.idle.append(user)
-        try:
-            return waiter.get()  # type: ignore[no-any-return]
-        except BaseException:
-            # Killed while idle (the run stops): leave the pool cleanly.
-            if user._h_slot is None:
-                try:
-                    self.idle.remove(user)
-                except ValueError:
-                    pass
-            else:  # handed a slot, killed before it ran
-                self.busy -= 1
-                self.on_abandoned(user._h_slot)
-            raise
-
-    def offer(self, t_intended: float) -> bool:
-        if not self.idle:
-            return False
-        user = self.idle.pop()
-        user._h_slot = t_intended
-        self.busy += 1
-        self._run_callback(user._h_waiter.switch, t_intended)
-        return True
-
-    def release(self) -> None:
-        self.busy -= 1
 
 
 class LoadCore:
@@ -393,6 +348,7 @@ def default_user_class(spec: LoadSpec, core: LoadCore) -> type[User]:
     """The default request: GET ``spec.path`` with FastHttpUser, keep-alive connections."""
     path = spec.path
     timeout = spec.timeout_s
+    per_connection = spec.requests_per_connection
 
     class _Base(_HarnessMixin, FastHttpUser):
         abstract = True
@@ -401,6 +357,15 @@ def default_user_class(spec: LoadSpec, core: LoadCore) -> type[User]:
         connection_timeout = timeout
         max_retries = 0
         concurrency = 1  # one request at a time per user: one connection is enough
+        _h_sent = 0
+
+        def _h_connection(self) -> dict[str, str] | None:
+            # `Connection: close` on every Nth request: an L4 balancer (kube-proxy) then
+            # spreads the load over replicas added since (runner.requests_per_connection)
+            if per_connection is None:
+                return None
+            self._h_sent = (self._h_sent + 1) % per_connection
+            return None if self._h_sent else {"Connection": "close"}
 
     if spec.model == "open":
 
@@ -411,7 +376,7 @@ def default_user_class(spec: LoadSpec, core: LoadCore) -> type[User]:
                 _run_open(self)
 
             def _h_iteration(self) -> None:
-                self.client.get(path, name=path)
+                self.client.get(path, name=path, headers=self._h_connection())
 
             @task
             def _h_task(self) -> None:
@@ -432,7 +397,7 @@ def default_user_class(spec: LoadSpec, core: LoadCore) -> type[User]:
             core.book.sent(rel)
             core.in_flight_closed += 1
             try:
-                self.client.get(path, name=path)
+                self.client.get(path, name=path, headers=self._h_connection())
             except GreenletExit:
                 core.aborted(rel)
                 raise

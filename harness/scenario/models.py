@@ -179,6 +179,11 @@ class Load(Strict):
     timeout_s: float = Field(5.0, gt=0, le=120, description="per request")
     max_in_flight: int = Field(1000, ge=1, le=20_000)
     workers: int = Field(0, ge=0, le=32, description="0: one load process; N: master + N")
+    requests_per_connection: int | None = Field(
+        None, ge=1, le=1_000_000,
+        description="close each load connection after this many requests (default: "
+                    "keep-alive without limit; 10 on kubernetes, whose Service balances "
+                    "connections, not requests)")
     locustfile: str | None = None
     remote_workers: int = Field(
         0, ge=0, le=64, description="workers started elsewhere with `harness worker --master "
