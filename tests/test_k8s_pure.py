@@ -102,7 +102,15 @@ def test_find_kubeconfig_order(tmp_path: Path) -> None:
     assert find_kubeconfig(None, {"KUBECONFIG": f"{tmp_path}/missing:{env_file}"},
                            home) == env_file
     assert find_kubeconfig(env_file, {}, home) == env_file
-    assert find_kubeconfig(None, {}, tmp_path) is None  # no cluster configured
+    no_state = {"HARNESS_K8S_STATE": str(tmp_path / "no-state")}
+    assert find_kubeconfig(None, no_state, tmp_path) is None  # no cluster configured
+    # last, the local cluster's (scripts/k8s-local.sh up writes it)
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "kubeconfig").write_text("x")
+    local = {"HARNESS_K8S_STATE": str(state)}
+    assert find_kubeconfig(None, local, tmp_path) == state / "kubeconfig"
+    assert find_kubeconfig(None, local, home) == home / ".kube" / "config"
     with pytest.raises(PrerequisiteError, match="no such file"):
         find_kubeconfig(tmp_path / "nope", {}, home)
 

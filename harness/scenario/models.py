@@ -130,7 +130,7 @@ class Kubernetes(Strict):
 
     kubeconfig: str | None = Field(
         None, max_length=1000, description="kubeconfig file (default: --kubeconfig, "
-                                           "KUBECONFIG, ~/.kube/config)")
+                                           "KUBECONFIG, ~/.kube/config, the local cluster's)")
     node_address: str = Field(
         "127.0.0.1", description="the node address the NodePort Service is reached on "
                                  "(127.0.0.1 on the local cluster; another for a remote one)")

@@ -3,7 +3,9 @@ the files it names).
 
 Where it comes from, first match wins (as kubectl does, minus merging several files):
 `--kubeconfig PATH` (or the scenario's `kubernetes.kubeconfig`), the first existing file of
-the KUBECONFIG environment variable (a colon-separated list), `~/.kube/config`.
+the KUBECONFIG environment variable (a colon-separated list), `~/.kube/config`, and last
+the local cluster's (`scripts/k8s-local.sh up` writes `$HARNESS_K8S_STATE/kubeconfig`,
+default /var/lib/harness-k8s), so `up` then `harness run --platform kubernetes` just works.
 
 What is understood of the current context's cluster and user: `server`,
 `certificate-authority[-data]`, `insecure-skip-tls-verify`, `token` / `tokenFile`,
@@ -26,6 +28,7 @@ import yaml
 from harness.errors import PrerequisiteError
 
 DEFAULT_PATH = Path("~/.kube/config")
+LOCAL_STATE = "/var/lib/harness-k8s"  # scripts/k8s-local.sh's state folder (its default)
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,10 @@ def find_kubeconfig(explicit: str | Path | None = None,
         if part and Path(part).expanduser().is_file():
             return Path(part).expanduser()
     default = (home / ".kube" / "config") if home is not None else DEFAULT_PATH.expanduser()
-    return default if default.is_file() else None
+    if default.is_file():
+        return default
+    local = Path(env.get("HARNESS_K8S_STATE") or LOCAL_STATE) / "kubeconfig"
+    return local if local.is_file() else None
 
 
 def _named(items: Any, name: str, what: str, source: str) -> dict[str, Any]:
