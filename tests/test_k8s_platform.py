@@ -1,6 +1,6 @@
 """The kubernetes platform on a real cluster (marker `k8s`): the local single-node 1.20
 cluster of scripts/k8s-local.sh, brought up by the session fixture when it is not up
-(and down again at the end if the fixture started it).
+(and down again after this module if the fixture started it).
 
 Each kind deploys and serves through 127.0.0.1:nodePort; a crash (SIGKILL by host PID)
 restarts a Deployment's container in place (same pod, restartCount 1) and leaves a manual
@@ -54,15 +54,20 @@ def _client() -> KubeClient | None:
         return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def kube() -> Iterator[KubeClient]:
-    """A client of the local cluster; `up` first when it does not answer, `down` at the
-    end of the session when this fixture brought it up (others measure CPU here)."""
+    """A client of the local cluster; `up` first when it does not answer, `down` after
+    this module when this fixture brought it up (the tests after it measure CPU)."""
     started = False
     client = _client()
     if client is None:
         if not SCRIPT.is_file():
             pytest.skip(f"no cluster answers and {SCRIPT} is missing")
+        # build is a no-op when the binaries are cached (a cold one takes ~10 min)
+        b = subprocess.run(["bash", str(SCRIPT), "build"], capture_output=True, text=True,
+                           timeout=3600)
+        if b.returncode != 0:
+            pytest.fail(f"`{SCRIPT} build` failed: {(b.stdout + b.stderr)[-800:]}")
         r = subprocess.run(["bash", str(SCRIPT), "up"], capture_output=True, text=True,
                            timeout=600)
         started = r.returncode == 0
