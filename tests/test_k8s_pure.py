@@ -238,11 +238,29 @@ def test_recorded_pod_details() -> None:
     assert never.reason == "ErrImageNeverPull"
 
 
+@pytest.mark.parametrize(("stamp", "seen", "expected"), [
+    (None, 5.0, 5.0),       # no stamp: when the watch saw it
+    (10.0, 10.3, 10.3),     # seen within the stamp's second: the watch's time
+    (10.0, 11.0, 11.0),     # the bounds meet
+    (10.0, 40.0, 11.0),     # listed later: the end of the stamp's second
+])
+def test_a_whole_second_stamp_is_dated_by_its_tightest_bound(
+        stamp: float | None, seen: float, expected: float) -> None:
+    from harness.platforms.kubernetes.pods import dated
+
+    assert dated(stamp, seen) == expected
+
+
 def test_pod_events_over_a_pod_life() -> None:
     pending, running = parse_pod(_pod("pending")), parse_pod(_pod("running-ready"))
-    first = pod_events(None, pending, 100.0)
+    assert pending.created_at is not None
+    # seen as it happened (the stamp's second): the watch's time, milliseconds late
+    first = pod_events(None, pending, pending.created_at + 0.25)
     assert [e.kind for e in first][:1] == ["pod_created"]
-    assert first[0].at_wall == pending.created_at
+    assert first[0].at_wall == pending.created_at + 0.25
+    # listed long after: the end of the stamp's second, never the listing's time
+    assert pod_events(None, pending, pending.created_at + 30)[0].at_wall == \
+        pending.created_at + 1.0
     later = pod_events(pending, running, 101.0)
     assert "pod_created" not in [e.kind for e in later]
     if pending.scheduled_at is None:

@@ -126,6 +126,14 @@ class PodEvent:
     at_wall: float | None = None
 
 
+def dated(stamp: float | None, seen_wall: float) -> float:
+    """When a step the API dates to the whole second happened, as closely as known (pure):
+    it happened in [stamp, stamp + 1) and before the watch saw it, so the earlier of the
+    two bounds (the watch's, milliseconds late, for a step seen as it happened; the end of
+    the stamp's second for one listed later)."""
+    return seen_wall if stamp is None else min(seen_wall, stamp + 1.0)
+
+
 def pod_events(prev: PodView | None, cur: PodView | None, seen_wall: float) -> list[PodEvent]:
     """What happened to one pod between two observations (pure). `cur` None: the pod is
     gone (DELETED); `prev` None: first sight. Starts, readiness, exits and restarts are
@@ -138,12 +146,13 @@ def pod_events(prev: PodView | None, cur: PodView | None, seen_wall: float) -> l
                                 f"phase={prev.phase} restarts={prev.restarts}", seen_wall))
         return out
     if prev is None:
-        out.append(PodEvent("pod_created", cur.name, f"uid={cur.uid[:8]}", cur.created_at))
+        out.append(PodEvent("pod_created", cur.name, f"uid={cur.uid[:8]}",
+                            dated(cur.created_at, seen_wall)))
     if cur.scheduled_at is not None and (prev is None or prev.scheduled_at is None):
         since = (f" since_created_s={cur.scheduled_at - cur.created_at:.0f}"
                  if cur.created_at is not None else "")
         out.append(PodEvent("pod_scheduled", cur.name, f"node={cur.node}{since}",
-                            cur.scheduled_at))
+                            dated(cur.scheduled_at, seen_wall)))
     if cur.deleting and (prev is None or not prev.deleting):
         out.append(PodEvent("pod_deleting", cur.name, f"phase={cur.phase}", seen_wall))
     if cur.reason == "CrashLoopBackOff" and (prev is None or prev.reason != cur.reason):
