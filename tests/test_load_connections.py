@@ -5,54 +5,17 @@ HTTP/1.1 server on 127.0.0.1 that counts the connections it accepted."""
 
 from __future__ import annotations
 
-import contextlib
-import http.server
-import threading
-from collections.abc import Iterator
-
 import pytest
 
 from harness.load.profile import Profile, StageSpec
 from harness.load.runner import LoadSpec, requests_per_connection
 from tests.test_load_run import run_load
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive unless the client says close
-
-    def setup(self) -> None:
-        super().setup()
-        with self.server.lock:  # type: ignore[attr-defined]
-            self.server.connections += 1  # type: ignore[attr-defined]
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Length", "3")
-        self.end_headers()
-        self.wfile.write(b"ok\n")
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@contextlib.contextmanager
-def counting_server() -> Iterator[http.server.ThreadingHTTPServer]:
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.lock = threading.Lock()  # type: ignore[attr-defined]
-    srv.connections = 0  # type: ignore[attr-defined]
-    srv.daemon_threads = True
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    try:
-        yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
+from tests.test_readiness import keepalive_server
 
 
 @pytest.mark.parametrize("per_connection", [None, 5])
 def test_connections_are_closed_after_n_requests(per_connection: int | None) -> None:
-    with counting_server() as srv:
+    with keepalive_server(drop_after_answer=False) as srv:
         spec = LoadSpec(base_url=f"http://127.0.0.1:{srv.server_address[1]}", path="/",
                         profile=Profile.from_stages([StageSpec(3, 100)], start_value=100),
                         timeout_s=3, max_in_flight=50,

@@ -218,7 +218,8 @@ class _KeepAliveHandler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
         # the "restarting replica": it drops every connection right after answering,
         # without saying so — the prober's kept connection is dead at its next probe
-        self.close_connection = self.server.drop_after_answer  # type: ignore[attr-defined]
+        if self.server.drop_after_answer:  # type: ignore[attr-defined]
+            self.close_connection = True  # (a client's `Connection: close` is kept too)
 
     def log_message(self, *args: object) -> None:
         pass
