@@ -502,7 +502,9 @@ def test_scrape_source_against_real_replicas(loaded: tuple[App, App]) -> None:
     time.sleep(2.0)
     got = {name: src.sample(reps) for name, src in sources.items()}
     assert got["rps"][busy.name] is not None and 5 < got["rps"][busy.name] < 15
-    assert got["utilization"][busy.name] is not None and got["utilization"][busy.name] > 0.5
+    # a gauge read at one instant: 2 back-to-back clients on 2 slots read 1.0, or 0.5 at the
+    # instant one of them is between requests (each opens a new connection)
+    assert got["utilization"][busy.name] is not None and got["utilization"][busy.name] >= 0.5
     assert got["utilization"][idle.name] is not None and got["utilization"][idle.name] < 0.2
     lat = got["latency_p95_ms"][busy.name]
     assert lat is not None and 150 <= lat <= 450
