@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.autoscale.controller import Controller
+from harness.autoscale.external import ControlLoop
 from harness.autoscale.source import MetricSource
 from harness.clock import Clock, RealClock
 from harness.deploy.base import (
@@ -46,7 +46,7 @@ def make_deployer(plat: Platform, strategy: Strategy, spec: DeploySpec,
                            client=plat.kube if plat.name == "kubernetes" else plat.docker,
                            restart_delay_s=strategy.restart_delay_s,
                            registry=plat.registry, keep_metrics_dir=keep_metrics_dir,
-                           **extra)
+                           autoscaler=strategy.autoscaler, **extra)
 
 
 def ready_count(deployer: Deployer) -> int:
@@ -169,7 +169,7 @@ class RealRuntime:
     def metric_source(self, deployer: Deployer) -> MetricSource | None:
         return None  # harness/autoscale/wiring.py picks Prometheus or scraping
 
-    def drive(self, timeline: FaultTimeline | None, controller: Controller | None,
+    def drive(self, timeline: FaultTimeline | None, controller: ControlLoop | None,
               stop: threading.Event) -> None:
         if timeline is not None:
             self._threads.append(threading.Thread(

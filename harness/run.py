@@ -195,36 +195,18 @@ def _check_platform_bounds(sc: Scenario, plat: Platform) -> None:
                 raise UsageError(f"strategy {s.name!r} may run {s.max_replicas} replicas; "
                                  f"the {plat.name} platform allows at most "
                                  f"{REAL_PLATFORM_MAX_REPLICAS} (use --platform sim)")
+    for s in sc.strategies:
+        if s.autoscaler is not None and s.autoscaler.policy == "kubernetes-hpa" \
+                and plat.name != "kubernetes":
+            raise UsageError(f"strategy {s.name!r}: policy kubernetes-hpa is the cluster's "
+                             f"own HPA controller; it runs on --platform kubernetes, not "
+                             f"{plat.name} (policy hpa is the harness's port of it)")
 
 
 # how each platform's load balancer picks a replica: comparisons across platforms say so
 LOAD_BALANCERS = {"docker": "HAProxy leastconn", "local": "HAProxy leastconn",
                   "sim": "modelled leastconn",
                   "kubernetes": "kube-proxy iptables NodePort (random)"}
-
-
-def _kubernetes_options(sc: Scenario, plat: Platform, opts: RunOptions) -> None:
-    from harness.autoscale.metrics import backend_level
-
-    for s in sc.strategies:
-        if s.autoscaler is not None and backend_level(s.autoscaler):
-            raise UsageError(f"strategy {s.name!r}: metric {s.autoscaler.metric_name!r} "
-                             "reads HAProxy's exporter; the kubernetes platform balances "
-                             "with kube-proxy (use utilization, rps, cpu or latency_p95_ms)")
-    address = sc.kubernetes.node_address
-    if opts.k8s_node_address:
-        from pydantic import ValidationError
-
-        from harness.scenario.models import Kubernetes
-
-        try:
-            address = Kubernetes(node_address=opts.k8s_node_address).node_address
-        except ValidationError:
-            raise UsageError(f"--k8s-node-address {opts.k8s_node_address[:60]!r}: a host "
-                             "name or an IPv4 address") from None
-    plat.deploy_options = {
-        "node_address": address,
-        "image_pull_policy": sc.kubernetes.image_pull_policy}
 
 
 def runtime_for(plat: Platform, loaded: LoadedScenario, strategy: Strategy, trial: int,
@@ -274,7 +256,9 @@ def run_scenario(path: Path, opts: RunOptions) -> int:
     echo(f"harness {__version__}: platform {plat.name} ({plat.why})")
     _check_platform_bounds(sc, plat)
     if plat.name == "kubernetes":
-        _kubernetes_options(sc, plat, opts)
+        from harness.platforms.kubernetes.run_options import deploy_options
+
+        plat.deploy_options = deploy_options(sc, opts.k8s_node_address)
     if plat.name == "sim":
         for s in sc.strategies:
             if s.autoscaler is not None and not isinstance(s.autoscaler.metric, str):
@@ -359,7 +343,15 @@ def _run(loaded: LoadedScenario, path: Path, opts: RunOptions, plat: Platform,
             sc.load.requests_per_connection, plat.name),
     }
     if plat.name == "kubernetes":
+        from harness.platforms.kubernetes.run_options import real_hpa_statement
+
         meta["kubernetes"] = {"server": plat.kube.cfg.server, **plat.deploy_options}
+        hpa, hpa_warnings = real_hpa_statement(sc, plat, names)
+        if hpa is not None:
+            meta["kubernetes"]["hpa_controller"] = hpa
+        for w in hpa_warnings:
+            echo(f"warning: {w}")
+            meta["warnings"].append(w)
     if metrics_url:
         meta["metrics_url"] = metrics_url
         echo(f"harness metrics: {metrics_url}")

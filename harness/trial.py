@@ -16,8 +16,10 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from harness.autoscale.controller import Controller
+from harness.autoscale.controller import DecisionRow
+from harness.autoscale.external import ControlLoop
 from harness.autoscale.source import MetricSource
+from harness.autoscale.spec import EXTERNAL_POLICIES
 from harness.autoscale.wiring import build_controller
 from harness.clock import Clock
 from harness.deploy.base import AppSpec, Deployer, DeploySpec
@@ -65,7 +67,7 @@ class TrialRuntime(Protocol):
         """The autoscaler's metric source when the runtime made one; None: wiring decides."""
         ...
 
-    def drive(self, timeline: FaultTimeline | None, controller: Controller | None,
+    def drive(self, timeline: FaultTimeline | None, controller: ControlLoop | None,
               stop: threading.Event) -> None:
         """Run load, faults and autoscaler together until the load is over (or stop)."""
         ...
@@ -123,13 +125,23 @@ def run_trial(loaded: LoadedScenario, strategy: Strategy, trial: int, runtime: T
                                      seed=sc.seed * 1000 + trial,
                                      on_fault=lambda t, k, r, d, f: rec.event(t, k, r, d, f))
         controller = None
+        rows: list[DecisionRow] = []
+
+        def decided(row: DecisionRow) -> None:
+            rows.append(row)
+            rec.decision(dict(row))
+
         if strategy.autoscaler is not None:
             controller = build_controller(strategy.autoscaler, deployer, runtime.clock, t0,
-                                          rec.decision, random.Random(0),
+                                          decided, random.Random(0),
                                           source=runtime.metric_source(deployer))
         runtime.drive(timeline, controller, stop)
         if stop.is_set():
             rec.result.status = "incomplete"
+        if strategy.autoscaler is not None and strategy.autoscaler.policy in EXTERNAL_POLICIES:
+            from harness.autoscale.agreement import check
+
+            echo("  " + check(rows, strategy.autoscaler).text(rec.label))
     except (DeployError, LoadError) as e:
         rec.fail(e)
     finally:

@@ -12,7 +12,11 @@
 # covering the Debian source version and scripts/k8s/oom-score-adj.sed.
 # State: $HARNESS_K8S_STATE (default /var/lib/harness-k8s): pki/, tokens.csv, kubeconfig (the
 # admin's), kubeconfigs/ (one per component), run/ (pid files), log/, sysctl.before.
-# Environment: HARNESS_K8S_HPA_SYNC (15s) --horizontal-pod-autoscaler-sync-period;
+#   scripts/k8s-local.sh hpa-sync 2s    the HPA controller's sync period (restarts only the
+#                                       controller-manager; remembered for later `up`s)
+#
+# Environment: HARNESS_K8S_HPA_SYNC (else the last `hpa-sync`, else 15s)
+# --horizontal-pod-autoscaler-sync-period; $STATE/hpa-sync-period says what the running one uses;
 # HARNESS_K8S_SERVICE_CIDR (10.96.0.0/16); HARNESS_K8S_UP_TIMEOUT_S (120);
 # HARNESS_K8S_KEEP_ON_FAILURE=1 leaves a failed `up` running for a post-mortem.
 # Run it as root; the harness's convention is to hold /tmp/harness-docker.lock around it.
@@ -45,7 +49,6 @@ KUBELET_ROOT=$STATE/kubelet
 NODE=localhost
 API=https://127.0.0.1:6443
 SERVICE_CIDR=${HARNESS_K8S_SERVICE_CIDR:-10.96.0.0/16}
-HPA_SYNC=${HARNESS_K8S_HPA_SYNC:-15s}
 UP_TIMEOUT_S=${HARNESS_K8S_UP_TIMEOUT_S:-120}
 # started in this order, stopped in the reverse one
 PROCS=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
@@ -164,6 +167,60 @@ sys.exit(0 if any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
 
 # ---------------------------------------------------------------- up
 
+start_controller_manager() { # with the HPA sync period of HARNESS_K8S_HPA_SYNC or `hpa-sync`
+    local sync
+    sync=$(hpa_sync)
+    start kube-controller-manager "$BIN/kube-controller-manager" \
+        --kubeconfig="$STATE/kubeconfigs/kube-controller-manager.conf" \
+        --authentication-kubeconfig="$STATE/kubeconfigs/kube-controller-manager.conf" \
+        --authorization-kubeconfig="$STATE/kubeconfigs/kube-controller-manager.conf" \
+        --bind-address=127.0.0.1 --port=0 --leader-elect=false \
+        --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
+        --use-service-account-credentials=true \
+        --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
+        --service-cluster-ip-range="$SERVICE_CIDR" \
+        --horizontal-pod-autoscaler-sync-period="$sync"
+    # what the running controller-manager uses, for the harness to state in run.json
+    echo "$sync" >"$STATE/hpa-sync-period.tmp"
+    mv "$STATE/hpa-sync-period.tmp" "$STATE/hpa-sync-period"
+}
+
+hpa_sync() { # the sync period to start with: the environment's, else the last `hpa-sync`
+    if [[ -n ${HARNESS_K8S_HPA_SYNC:-} ]]; then
+        echo "$HARNESS_K8S_HPA_SYNC"
+    elif [[ -f $STATE/hpa-sync-setting ]]; then
+        cat "$STATE/hpa-sync-setting"
+    else
+        echo 15s
+    fi
+}
+
+# `hpa-sync DURATION`: the HPA controller's --horizontal-pod-autoscaler-sync-period, a
+# cluster-wide setting. Remembered for later `up`s; a running controller-manager is
+# restarted with it (a few seconds; nothing else stops).
+set_hpa_sync() {
+    [[ $(id -u) -eq 0 ]] || die "run as root"
+    [[ ${1:-} =~ ^[0-9]+(ms|s|m)$ ]] || die "usage: $0 hpa-sync DURATION (e.g. 2s, 15s, 1m)"
+    mkdir -p "$STATE"
+    echo "$1" >"$STATE/hpa-sync-setting"
+    if [[ -n $(pid_of kube-controller-manager) ]]; then
+        stop kube-controller-manager
+        HARNESS_K8S_HPA_SYNC=$1 start_controller_manager
+        local deadline=$((SECONDS + 30))
+        until [[ -n $(pid_of kube-controller-manager) ]] &&
+            grep -q 'Started "horizontalpodautoscaling"' "$LOG/kube-controller-manager.log"; do
+            [[ -n $(pid_of kube-controller-manager) ]] ||
+                die "kube-controller-manager exited: $(tail -n 5 "$LOG/kube-controller-manager.log")"
+            ((SECONDS < deadline)) || die "kube-controller-manager did not start its HPA controller in 30 s"
+            sleep 0.2
+        done
+        say "kube-controller-manager restarted with --horizontal-pod-autoscaler-sync-period=$1"
+    else
+        say "the next 'up' starts the HPA controller with a sync period of $1"
+    fi
+}
+
+
 check_service_cidr() { # the service range must not overlap a route or a Docker network
     { ip -4 route show | awk '{print $1}'
       # shellcheck disable=SC2046 # one argument per network id
@@ -266,16 +323,7 @@ up() {
         --cert-dir="$PKI/apiserver-generated"
     wait_for kube-apiserver "apiserver /readyz" api /readyz
 
-    start kube-controller-manager "$BIN/kube-controller-manager" \
-        --kubeconfig="$STATE/kubeconfigs/kube-controller-manager.conf" \
-        --authentication-kubeconfig="$STATE/kubeconfigs/kube-controller-manager.conf" \
-        --authorization-kubeconfig="$STATE/kubeconfigs/kube-controller-manager.conf" \
-        --bind-address=127.0.0.1 --port=0 --leader-elect=false \
-        --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
-        --use-service-account-credentials=true \
-        --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
-        --service-cluster-ip-range="$SERVICE_CIDR" \
-        --horizontal-pod-autoscaler-sync-period="$HPA_SYNC"
+    start_controller_manager
     start kube-scheduler "$BIN/kube-scheduler" \
         --kubeconfig="$STATE/kubeconfigs/kube-scheduler.conf" \
         --authentication-kubeconfig="$STATE/kubeconfigs/kube-scheduler.conf" \
@@ -396,6 +444,7 @@ down() {
         rm -f "$STATE/absent-paths"
     fi
     # a fresh cluster on every `up`: objects of an earlier session would come back otherwise
+    rm -f "$STATE/hpa-sync-period" # the running controller-manager's: none now
     rm -rf "$STATE/etcd" "$KUBELET_ROOT" "$STATE/dockershim" "$STATE/kubelet-plugins" \
         "$STATE/kubelet-pki" "$RUN"/*.sock
     local left=""
@@ -436,5 +485,6 @@ build) build ;;
 up) up ;;
 down) down ;;
 status) status ;;
-*) die "usage: $0 build|up|down|status" ;;
+hpa-sync) set_hpa_sync "${2:-}" ;;
+*) die "usage: $0 build|up|down|status|hpa-sync DURATION" ;;
 esac

@@ -18,7 +18,7 @@ from harness.autoscale.base import Observation, PolicyState, TimedChange
 from harness.autoscale.behavior import normalize
 from harness.autoscale.hpa import HpaPolicy
 from harness.autoscale.registry import POLICIES, make_policy
-from harness.autoscale.spec import AutoscalerSpec, Behavior, PolicyName
+from harness.autoscale.spec import EXTERNAL_POLICIES, AutoscalerSpec, Behavior, PolicyName
 
 NOW = 1000.0
 
@@ -346,7 +346,9 @@ def test_spec_rejects(bad: dict[str, Any]) -> None:
 
 def test_registry_is_alphabetical_and_matches_the_spec() -> None:
     assert list(POLICIES) == sorted(POLICIES)
-    assert list(POLICIES) == list(PolicyName.__args__)  # type: ignore[attr-defined]
+    assert sorted([*POLICIES, *EXTERNAL_POLICIES]) == list(
+        PolicyName.__args__)  # type: ignore[attr-defined]
+    assert not set(POLICIES) & set(EXTERNAL_POLICIES)
     for name in POLICIES:
         spec = _spec(policy=name)
         assert make_policy(spec).name == name

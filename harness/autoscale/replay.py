@@ -56,9 +56,14 @@ def _int(v: Any) -> int | None:
     return None if math.isnan(f) else int(f)
 
 
-def replay_rows(rows: Iterable[Mapping[str, Any]], policy: Policy, spec: AutoscalerSpec
-                ) -> list[DecisionRow]:
-    """The decisions ``policy`` would have made on these recorded rows (in time order)."""
+def replay_rows(rows: Iterable[Mapping[str, Any]], policy: Policy, spec: AutoscalerSpec,
+                *, recorded_history: bool = False) -> list[DecisionRow]:
+    """The decisions ``policy`` would have made on these recorded rows (in time order).
+
+    ``recorded_history``: the scale events in the policy's state are the recorded
+    controller's (where its ``desired`` differed from ``current_replicas``), not the
+    replayed ones — what another controller "would have decided next" given everything that
+    really happened; the agreement check of policy kubernetes-hpa uses it."""
     state = PolicyState()
     out: list[DecisionRow] = []
     for rec in rows:
@@ -92,7 +97,12 @@ def replay_rows(rows: Iterable[Mapping[str, Any]], policy: Policy, spec: Autosca
                    reason=d.reason, action="none" if d.desired == current else "scale")
         # the recorded run failed to rescale here: the scale event never happened
         failed = "FailedRescale" in str(rec.get("reason") or "")
-        if d.desired != current and not failed:
+        if recorded_history:
+            real = _int(rec.get("desired"))
+            if real is not None and real != current and not failed \
+                    and rec.get("action") != "error":
+                state = state.with_scale(t, current, real)
+        elif d.desired != current and not failed:
             state = state.with_scale(t, current, d.desired)
         out.append(row)
     return out

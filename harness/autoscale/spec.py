@@ -23,14 +23,18 @@ max(4 pods, 100 %) per 15 s; scale-down uses a 300 s window and may remove 100 %
 from __future__ import annotations
 
 import itertools
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from harness.bounds import MAX_REPLICAS
 
-# = sorted(registry.POLICIES), tested
-PolicyName = Literal["hpa", "predictive", "step", "target-tracking"]
+# = sorted(registry.POLICIES + EXTERNAL_POLICIES), tested
+PolicyName = Literal["hpa", "kubernetes-hpa", "predictive", "step", "target-tracking"]
+# policies the harness does not compute: the cluster's own controller decides
+# (harness/platforms/kubernetes/real_hpa.py); their rows are checked against "hpa"
+EXTERNAL_POLICIES = ("kubernetes-hpa",)
 # = sorted(metrics.PRESETS), tested
 MetricPreset = Literal["cpu", "latency_p95_ms", "lb_queue", "lb_rps", "rps", "utilization"]
 
@@ -184,7 +188,7 @@ class PredictiveSpec(_Strict):
 
 
 # policies that read the HPA's behavior block (stabilization windows, rate limits)
-BEHAVIOR_POLICIES = ("hpa", "predictive")
+BEHAVIOR_POLICIES = ("hpa", "kubernetes-hpa", "predictive")
 
 
 # --- the block ----------------------------------------------------------------------------
@@ -192,7 +196,10 @@ BEHAVIOR_POLICIES = ("hpa", "predictive")
 
 class AutoscalerSpec(_Strict):
     policy: PolicyName = Field(
-        "hpa", description="hpa: the Kubernetes HPA; predictive: scales for a forecast of "
+        "hpa", description="hpa: the harness's port of the Kubernetes HPA; kubernetes-hpa: "
+                           "the cluster's own HPA controller (platform kubernetes, kind "
+                           "orchestrated; reads the metric through a custom metrics API "
+                           "adapter the run sets up); predictive: scales for a forecast of "
                            "the total demand (metric × ready replicas) one provisioning lag "
                            "ahead, by Holt's linear trend method (Holt 1957; Hyndman & "
                            "Athanasopoulos, Forecasting: Principles and Practice, §8.2), "
@@ -229,6 +236,8 @@ class AutoscalerSpec(_Strict):
         if "behavior" in self.model_fields_set and self.policy not in BEHAVIOR_POLICIES:
             raise ValueError(f"'behavior' applies to policies hpa and predictive, not "
                              f"{self.policy}")
+        if self.policy == "kubernetes-hpa":
+            self._fits_the_hpa_object()
         if self.predictive is not None and self.policy != "predictive":
             raise ValueError(f"'predictive' options given but policy is {self.policy}")
         if self.step is not None and self.policy != "step":
@@ -236,6 +245,29 @@ class AutoscalerSpec(_Strict):
         if self.target_tracking is not None and self.policy != "target-tracking":
             raise ValueError(f"'target_tracking' options given but policy is {self.policy}")
         return self
+
+    def _fits_the_hpa_object(self) -> None:
+        """What an autoscaling/v2beta2 HPA object can say: whole seconds, milli-unit
+        targets, and no tolerance field (a kube-controller-manager flag, 0.1 by default)."""
+        if abs(self.tolerance - 0.1) > 1e-12:
+            raise ValueError("tolerance: the real HPA's is the cluster's "
+                             "--horizontal-pod-autoscaler-tolerance (0.1), not a field of "
+                             "the HPA object; leave it out with policy kubernetes-hpa")
+        if abs(self.target * 1000 - round(self.target * 1000)) > 1e-6 or self.target < 0.001:
+            raise ValueError(f"target {self.target}: the HPA's quantities are milli-units "
+                             "(at most 3 decimals) with policy kubernetes-hpa")
+        for rules in (self.behavior.scale_up, self.behavior.scale_down):
+            times = [rules.stabilization_window_s, *(p.period_s for p in rules.policies)]
+            if any(t != int(t) for t in times) or any(p.period_s < 1
+                                                      for p in rules.policies):
+                raise ValueError("behavior: the HPA object takes whole seconds "
+                                 "(stabilization_window_s, period_s ≥ 1) with policy "
+                                 "kubernetes-hpa")
+        if not isinstance(self.metric, str) and not re.fullmatch(
+                r"[a-z0-9]([-a-z0-9_.]*[a-z0-9])?", self.metric.name):
+            raise ValueError(f"metric name {self.metric.name!r}: the custom metrics API "
+                             "names it in a URL path (lower-case letters, digits, '-', '_', "
+                             "'.') with policy kubernetes-hpa")
 
     @property
     def metric_name(self) -> str:

@@ -17,6 +17,7 @@ import random
 from collections.abc import Callable
 
 from harness.autoscale.controller import Controller, DecisionRow
+from harness.autoscale.external import ControlLoop, ExternalAutoscaler
 from harness.autoscale.metrics import backend_level, promql_for, scrape_rule_for
 from harness.autoscale.registry import make_policy
 from harness.autoscale.source import (
@@ -27,7 +28,7 @@ from harness.autoscale.source import (
     ScrapeSource,
     ScrapeTargets,
 )
-from harness.autoscale.spec import AutoscalerSpec
+from harness.autoscale.spec import EXTERNAL_POLICIES, AutoscalerSpec
 from harness.clock import Clock
 from harness.deploy.base import Deployer
 from harness.errors import DeployError
@@ -57,10 +58,15 @@ def build_source(spec: AutoscalerSpec, deployer: Deployer, clock: Clock) -> Metr
 def build_controller(spec: AutoscalerSpec, deployer: Deployer, clock: Clock, t0: float,
                      on_decision: Callable[[DecisionRow], None],
                      rng: random.Random | None = None, *,
-                     source: MetricSource | None = None) -> Controller:
+                     source: MetricSource | None = None) -> ControlLoop:
     """Policy from the registry, metric source for this deployer, a Controller whose
     ``run(stop_event)`` is the autoscaler thread's target. ``rng`` is for policies that
     draw random numbers (the built-in ones are deterministic and ignore it)."""
     del rng  # reserved: no registered policy is stochastic yet
     src = source if source is not None else build_source(spec, deployer, clock)
+    if spec.policy in EXTERNAL_POLICIES:
+        if not isinstance(deployer, ExternalAutoscaler):
+            raise DeployError(f"policy {spec.policy} is a platform's own controller; the "
+                              f"{deployer.kind} deployer has none")
+        return deployer.external_loop(spec, src, clock, t0, on_decision)
     return Controller(deployer, src, make_policy(spec), spec, clock, on_decision, t0=t0)

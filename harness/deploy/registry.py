@@ -95,7 +95,10 @@ DEPLOYERS: dict[tuple[str, str], Registration] = {
     **{("local", k): Registration(_local(k), _LOCAL_OPTIONS)
        for k in ("manual", "compose", "orchestrated")},
     **{("kubernetes", k): Registration(_kubernetes(k), _KUBERNETES_OPTIONS)
-       for k in ("manual", "compose", "orchestrated")},
+       for k in ("manual", "compose")},
+    # kinds.py KubeScaledDeployer: the autoscaler block, for policy kubernetes-hpa
+    ("kubernetes", "orchestrated"): Registration(_kubernetes("orchestrated"),
+                                                 _KUBERNETES_OPTIONS | {"autoscaler"}),
     # the sim's deployer is made by its runtime (harness/platforms/sim/runtime.py): it needs
     # the simulated world, which only exists inside a sim trial
 }

@@ -34,7 +34,10 @@
       series: [{ key: "ready", label: "ready", step: true },
                { key: "desired", label: "desired", step: true, dash: [6, 4], width: 1.2 },
                { key: "demand", label: "demand", step: true, dash: [1, 3], once: true,
-                 color: "#c7d0d9" }] },
+                 color: "#c7d0d9" },
+               // policy kubernetes-hpa only: the harness's HPA port on the real one's inputs
+               { key: "port", label: "harness hpa (same inputs)", step: true,
+                 dash: [2, 2], width: 1.2 }] },
     { id: "autoscaler", title: "Autoscaler metric vs target", unit: "",
       series: [{ key: "metric", label: "metric" },
                { key: "target", label: "target", dash: [6, 4], width: 1.2 },
@@ -143,6 +146,12 @@
       });
       g.appendChild(ul);
       app.appendChild(g);
+    }
+    if (DATA.controllers && DATA.controllers.length) {
+      var c = el("div", { "class": "box", id: "controllers" });
+      c.appendChild(el("h2", null, "The real HPA controller vs the harness's port"));
+      DATA.controllers.forEach(function (t) { c.appendChild(el("div", null, t)); });
+      app.appendChild(c);
     }
     if (DATA.compare) {
       app.appendChild(compareTables());

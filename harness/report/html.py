@@ -2,8 +2,9 @@
 like a Grafana dashboard.
 
 Panels: offered vs served rate, p95/p99 latency, error rate, replicas (desired vs ready
-vs demand), autoscaler metric vs target (with a predictive policy's forecast ÷ ready
-replicas when decisions.csv has one). Every strategy is overlaid in its own colour;
+vs demand, and with policy kubernetes-hpa what the harness's HPA port decides on the real
+controller's inputs), autoscaler metric vs target (with a predictive policy's forecast ÷
+ready replicas when decisions.csv has one). Every strategy is overlaid in its own colour;
 disturbances are shaded regions (load spikes/steps, surges) and vertical lines (faults,
 marks); the time axis is shared (drag to zoom, wheel to zoom, double-click or "reset
 zoom" to reset) with a crosshair and tooltip; the summary table is on top.
@@ -35,6 +36,7 @@ from harness.analysis.aggregate import aggregate
 from harness.analysis.cells import cell_text, metric_info, recovered_metric
 from harness.analysis.disturbances import load_regions
 from harness.analysis.elasticity import demand_replicas
+from harness.analysis.hpa_agreement import agreements, port_on_grid
 from harness.analysis.latency import per_second_percentile
 from harness.analysis.rundata import RunData, capacity_of, load_run, trial_frames
 from harness.analysis.stats import METHOD_TEXT
@@ -212,6 +214,12 @@ def dashboard_data(data: RunData, summary: RunSummary | None = None) -> dict[str
             one["forecast"] = fc
         series.setdefault(strategy, {})[str(trial)] = one
         trials_of.setdefault(strategy, []).append(trial)
+    controllers = []
+    for strategy, trial, ag in agreements(data):  # policy kubernetes-hpa: the real HPA
+        one = series.get(strategy, {}).get(str(trial))
+        if one is not None:
+            one["port"] = port_on_grid(ag, pd.Series(one["t"], dtype=float))
+        controllers.append(ag.text(f"{strategy} #{trial}"))
     slo = data.slo
     warnings = list(data.warnings) + [str(w) for w in data.run.get("warnings") or []]
     if data.run.get("loadgen_saturated"):
@@ -243,6 +251,7 @@ def dashboard_data(data: RunData, summary: RunSummary | None = None) -> dict[str
         "summary": _summary_table(summary, strategies, colors, seed),
         "disturbances": _disturbance_table(summary, colors),
         "gates": _gates(data, summary),
+        "controllers": controllers,
     }
 
 

@@ -316,6 +316,9 @@ class Strategy(Strict):
         if a is not None and self.kind == "manual":
             raise ValueError("a manual strategy cannot autoscale (nobody runs a controller "
                              "for hand-started containers); use compose or orchestrated")
+        if a is not None and a.policy == "kubernetes-hpa" and self.kind != "orchestrated":
+            raise ValueError("policy kubernetes-hpa scales an orchestrated strategy's "
+                             f"Deployment (kind: orchestrated), not a {self.kind} one")
         return self
 
     @property

@@ -1,6 +1,7 @@
 """`harness clean` on a Kubernetes cluster: the namespaces labelled harness.managed=true
 (of one run when given) are deleted, and nothing else — every object of a trial lives in
-its run's namespace. Only when a kubeconfig is configured (--kubeconfig is not needed:
+its run's namespace but policy kubernetes-hpa's APIService (cluster-scoped, labelled the
+same way, deleted first). Only when a kubeconfig is configured (--kubeconfig is not needed:
 KUBECONFIG or ~/.kube/config); with none, or a cluster that is down, there is nothing the
 harness could have left there now, so nothing is said."""
 
@@ -29,15 +30,27 @@ def namespaces(client: KubeClient, run_id: str | None = None) -> list[dict[str, 
     return list((doc or {}).get("items") or [])
 
 
+APISERVICES = "/apis/apiregistration.k8s.io/v1/apiservices"
+
+
+def apiservices(client: KubeClient, run_id: str | None = None) -> list[dict[str, Any]]:
+    """The cluster-scoped APIServices of policy kubernetes-hpa (real_hpa.py): the one kind
+    of object outside the run's namespace."""
+    doc = client.get(APISERVICES, labelSelector=_selector(run_id))
+    return list((doc or {}).get("items") or [])
+
+
 def leftovers(client: KubeClient, run_id: str | None = None) -> list[str]:
     return [f"namespace {(n.get('metadata') or {}).get('name')}"
-            for n in namespaces(client, run_id)]
+            for n in namespaces(client, run_id)] + [
+        f"apiservice {(a.get('metadata') or {}).get('name')}"
+        for a in apiservices(client, run_id)]
 
 
 def run_ids(client: KubeClient) -> set[str]:
-    """Run ids of the labelled namespaces (the full id is an annotation)."""
+    """Run ids of the labelled namespaces and APIServices (the full id is an annotation)."""
     out = set()
-    for n in namespaces(client):
+    for n in [*namespaces(client), *apiservices(client)]:
         meta = n.get("metadata") or {}
         rid = (meta.get("annotations") or {}).get(RUN_ID_ANNOTATION) \
             or (meta.get("labels") or {}).get(RUN_LABEL)
@@ -51,6 +64,10 @@ def sweep(client: KubeClient, run_id: str | None = None,
     from harness.platforms.kubernetes.deployer import delete_namespace
 
     lines = []
+    for a in apiservices(client, run_id):
+        name = str((a.get("metadata") or {}).get("name"))
+        client.delete(f"{APISERVICES}/{name}")
+        lines.append(f"removed apiservice {name}")
     for n in namespaces(client, run_id):
         name = str((n.get("metadata") or {}).get("name"))
         gone = delete_namespace(client, name, timeout_s)

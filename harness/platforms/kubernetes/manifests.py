@@ -82,13 +82,13 @@ def object_name(spec: DeploySpec, *suffix: str) -> str:
     return dns_label(spec.trial_id, *suffix, max_len=40)
 
 
-def _meta(name: str, labels: dict[str, str], run_id: str) -> dict[str, Any]:
+def meta(name: str, labels: dict[str, str], run_id: str) -> dict[str, Any]:
     return {"name": name, "labels": labels, "annotations": {RUN_ID_ANNOTATION: run_id}}
 
 
 def namespace(run_id: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Namespace",
-            "metadata": _meta(namespace_name(run_id), run_labels(run_id), run_id)}
+            "metadata": meta(namespace_name(run_id), run_labels(run_id), run_id)}
 
 
 def app_env(spec: DeploySpec) -> list[dict[str, str]]:
@@ -127,7 +127,7 @@ def bare_pod(spec: DeploySpec, name: str, pull_policy: PullPolicy = "Never"
              ) -> dict[str, Any]:
     """manual: a pod nobody replaces (restartPolicy Never)."""
     return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": _meta(name, trial_labels(spec, "app"), spec.run_id),
+            "metadata": meta(name, trial_labels(spec, "app"), spec.run_id),
             "spec": pod_spec(spec, restart_policy="Never", pull_policy=pull_policy)}
 
 
@@ -138,7 +138,7 @@ def deployment(spec: DeploySpec, name: str, replicas: int,
     labels = trial_labels(spec, "app")
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": _meta(name, trial_labels(spec, "deployment"), spec.run_id),
+        "metadata": meta(name, trial_labels(spec, "deployment"), spec.run_id),
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": app_selector(spec)},
@@ -159,7 +159,7 @@ def service(spec: DeploySpec, name: str) -> dict[str, Any]:
     a random endpoint per connection); the host connects to NODE:nodePort only."""
     return {
         "apiVersion": "v1", "kind": "Service",
-        "metadata": _meta(name, trial_labels(spec, "lb"), spec.run_id),
+        "metadata": meta(name, trial_labels(spec, "lb"), spec.run_id),
         "spec": {"type": "NodePort", "selector": app_selector(spec),
                  "externalTrafficPolicy": "Cluster",
                  "ports": [{"name": "http", "port": spec.app.port,

@@ -16,6 +16,7 @@ import threading
 from typing import Any
 
 from harness.autoscale.controller import Controller
+from harness.autoscale.external import ControlLoop
 from harness.autoscale.source import MetricSource
 from harness.clock import FakeClock
 from harness.deploy.base import Deployer, DeployEvent, DeploySpec
@@ -147,10 +148,12 @@ class SimRuntime:
     def metric_source(self, deployer: Deployer) -> MetricSource | None:
         return self.deployer.source if self.deployer is not None else None
 
-    def drive(self, timeline: FaultTimeline | None, controller: Controller | None,
+    def drive(self, timeline: FaultTimeline | None, controller: ControlLoop | None,
               stop: threading.Event) -> None:
         d, world, tps = self.deployer, self.world, self.tps
         assert d is not None and world is not None
+        # stepped on simulated time; run.py refuses external policies on the sim
+        assert controller is None or isinstance(controller, Controller)
         interval = self.strategy.autoscaler.interval_s if self.strategy.autoscaler \
             else math.inf
         next_ctrl = self.k / tps  # the controller starts with the load (warm-up included)
