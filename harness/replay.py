@@ -28,7 +28,7 @@ from typing import Any
 from harness.autoscale.controller import DecisionRow
 from harness.autoscale.registry import POLICIES, make_policy
 from harness.autoscale.replay import CAVEAT, replay_rows, spec_for
-from harness.autoscale.spec import AutoscalerSpec
+from harness.autoscale.spec import EXTERNAL_POLICIES, AutoscalerSpec
 from harness.errors import HarnessError
 from harness.record.schema import DECISIONS, names
 from harness.record.writer import _cell
@@ -78,6 +78,9 @@ def replay_run(run_dir: Path, strategy: str | None = None,
                echo: Callable[[str], None] = print) -> list[Track]:
     """Replay and write the files; returns what was replayed (for tests)."""
     for p in policies:
+        if p in EXTERNAL_POLICIES:
+            raise HarnessError(f"--policy {p}: a platform's own controller; it cannot run "
+                               f"offline (replay its port, --policy hpa)")
         if p not in POLICIES:
             raise HarnessError(f"--policy {p}: unknown policy; known: {', '.join(POLICIES)}")
     specs = _specs(run_dir)
@@ -91,7 +94,9 @@ def replay_run(run_dir: Path, strategy: str | None = None,
             continue
         base = specs[name]
         replayed: dict[str, list[DecisionRow]] = {}
-        for pol in policies or (base.policy,):
+        # the real HPA's rows replay through its port by default (docs/kubernetes.md)
+        own = "hpa" if base.policy in EXTERNAL_POLICIES else base.policy
+        for pol in policies or (own,):
             try:
                 spec = spec_for(base, pol, target)
             except ValueError as e:

@@ -373,3 +373,43 @@ def test_recorded_history_follows_the_real_controllers_scale_events() -> None:
     own = replay_rows(rows, HpaPolicy(spec), spec)
     real = replay_rows(rows, HpaPolicy(spec), spec, recorded_history=True)
     assert own[1]["desired"] == 6 and real[1]["desired"] == 4
+
+
+def test_replay_of_a_real_hpa_run_uses_its_port(tmp_path: Path) -> None:
+    from harness.errors import HarnessError
+    from harness.record.schema import DECISIONS, names
+    from harness.replay import replay_run
+
+    rows = _real_rows()
+    (tmp_path / "run.json").write_text(json.dumps({"scenario": {"strategies": [
+        {"name": "real", "kind": "orchestrated", "replicas": 2,
+         "autoscaler": AUTOSCALER.model_dump(mode="json")}]}}))
+    cols = names(DECISIONS)
+    lines = [",".join(cols)]
+    for r in rows:
+        full = {"run_id": "r", "strategy": "real", "trial": 1, **r}
+        lines.append(",".join(str(full.get(c, "")) for c in cols))
+    (tmp_path / "decisions.csv").write_text("\n".join(lines) + "\n")
+    said: list[str] = []
+    tracks = replay_run(tmp_path, out=tmp_path / "replay", echo=said.append)
+    assert list(tracks[0].replayed) == ["hpa"]
+    assert any(f"hpa: {len(rows)}/{len(rows)} decisions equal" in s for s in said)
+    with pytest.raises(HarnessError, match="cannot run offline"):
+        replay_run(tmp_path, policies=["kubernetes-hpa"], echo=said.append)
+
+
+def test_a_run_on_another_platform_refuses_the_real_hpa(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    p = tmp_path / "s.yaml"
+    p.write_text("name: x\nload: {stages: [{name: a, duration_s: 5, rps: 10}]}\n"
+                 "strategies:\n  - name: real\n    kind: orchestrated\n    replicas: 2\n"
+                 "    autoscaler: {policy: kubernetes-hpa, target: 0.6, max_replicas: 4}\n")
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(p), "--platform",
+                        "sim", "--out", str(tmp_path / "out")], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "kubernetes-hpa" in r.stderr and "--platform kubernetes" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
