@@ -1,21 +1,28 @@
-"""Autoscaling policies on the spike demo (spike.yaml), on the sim platform, repeated.
+"""Autoscaling policies on the spike demo (spike.yaml), on sim or Docker, repeated.
 
-    .venv/bin/python benchmarks/autoscale_policies.py                 # 5 repetitions
-    .venv/bin/python benchmarks/autoscale_policies.py --repetitions 10 --json out.json
+    .venv/bin/python benchmarks/autoscale_policies.py                    # sim, 5 repetitions
+    .venv/bin/python benchmarks/autoscale_policies.py --platform docker --repetitions 3
+    .venv/bin/python benchmarks/autoscale_policies.py --strategies hpa-defaults,lb-queue-fast
 
-The demo's load (100 → 600 → 100 req/s, a crash at 95 s) against five strategies:
+The demo's load (100 → 400 → 100 req/s for 30 / 50 / 40 s, a crash at 95 s) against:
 
-- hpa-defaults: the HPA as Kubernetes ships it — 15 s sync, 300 s scale-down window,
-  utilization target 0.6
-- hpa-tuned:    the demo's strategy (2 s sync, 20 s scale-down window)
-- lb-rps:       the tuned HPA on the load balancer's arrivals (lb_rps, target 48 req/s =
-                0.6 × the 80 req/s a replica serves)
-- predictive:   Holt's linear trend on lb_rps, same target and behavior, lead measured
-- fixed-peak:   8 replicas, no autoscaler (600 req/s ÷ 80 per replica): the cost yardstick
+- hpa-defaults:    the HPA as Kubernetes ships it — 15 s sync, 300 s scale-down window,
+                   scale-up max(4 pods, 100 %) per 15 s, utilization target 0.6
+- hpa-tuned:       the demo's strategy (2 s sync, +1 pod per 2 s, 20 s scale-down window)
+- lb-rps-fast:     the HPA on the load balancer's arrivals (lb_rps, target 48 req/s =
+                   0.6 × the 80 req/s a replica serves) with a fast behaviour: 1 s sync, a
+                   3 s rate window, up to +6 pods per second, a 5 s scale-down window
+- predictive-fast: Holt's linear trend on lb_rps (lead measured in the run), same settings
+- lb-queue-fast:   the HPA on HAProxy's queue + open sessions per ready replica (target
+                   2.4 = 0.6 × 4 worker slots), same settings
+- fixed-peak:      a fixed deployment sized for the peak the way the autoscalers size it:
+                   ceil(400 req/s ÷ (80 req/s × 0.6)) = 9 replicas, no autoscaler — the
+                   cost yardstick (its replica-seconds are 9 × the measured window)
 
 For each: time from the spike's start until the SLO held again (recovery_s of the spike
 disturbance), failed requests and replica-seconds, as mean with a 95 % bootstrap interval
-over the repetitions (harness.analysis.aggregate). Sim figures: the model's, not Docker's.
+over the repetitions (harness.analysis.aggregate), and the two ratios issue #17 asks for:
+recovery ÷ hpa-defaults' and replica-seconds ÷ fixed-peak's. Sim figures are the model's.
 """
 
 from __future__ import annotations
@@ -50,16 +57,32 @@ def _auto(policy: str, metric: str, target: float, interval_s: float,
     return a
 
 
+FAST = {"scale_up": {"stabilization_window_s": 0,
+                    "policies": [{"type": "Pods", "value": 6, "period_s": 1}]},
+        "scale_down": {"stabilization_window_s": 5,
+                       "policies": [{"type": "Percent", "value": 100, "period_s": 1}]}}
+DEMO = {"scale_up": {"policies": [{"type": "Pods", "value": 1, "period_s": 2}]},
+        "scale_down": {"stabilization_window_s": 20}}
+PEAK_RPS, REPLICA_RPS, TARGET = 400, 80, 0.6
+PEAK_REPLICAS = math.ceil(PEAK_RPS / (REPLICA_RPS * TARGET))
+
+
+def _fast(policy: str, metric: str, target: float) -> dict[str, Any]:
+    return {**_auto(policy, metric, target, 1, FAST), "window_s": 3}
+
+
 STRATEGIES: list[dict[str, Any]] = [
     {"name": "hpa-defaults", "kind": "orchestrated", "replicas": 3,
-     "autoscaler": _auto("hpa", "utilization", 0.6, 15, None)},
+     "autoscaler": _auto("hpa", "utilization", TARGET, 15, None)},
     {"name": "hpa-tuned", "kind": "orchestrated", "replicas": 3,
-     "autoscaler": _auto("hpa", "utilization", 0.6, 2, TUNED_BEHAVIOR)},
-    {"name": "lb-rps", "kind": "orchestrated", "replicas": 3,
-     "autoscaler": _auto("hpa", "lb_rps", 48, 2, TUNED_BEHAVIOR)},
-    {"name": "predictive", "kind": "orchestrated", "replicas": 3,
-     "autoscaler": _auto("predictive", "lb_rps", 48, 2, TUNED_BEHAVIOR)},
-    {"name": "fixed-peak", "kind": "orchestrated", "replicas": 8},
+     "autoscaler": _auto("hpa", "utilization", TARGET, 2, DEMO)},
+    {"name": "lb-rps-fast", "kind": "orchestrated", "replicas": 3,
+     "autoscaler": _fast("hpa", "lb_rps", TARGET * REPLICA_RPS)},
+    {"name": "predictive-fast", "kind": "orchestrated", "replicas": 3,
+     "autoscaler": _fast("predictive", "lb_rps", TARGET * REPLICA_RPS)},
+    {"name": "lb-queue-fast", "kind": "orchestrated", "replicas": 3,
+     "autoscaler": _fast("hpa", "lb_queue", TARGET * 4)},
+    {"name": "fixed-peak", "kind": "orchestrated", "replicas": PEAK_REPLICAS},
 ]
 
 METRICS = ("recovery_s", "failures", "replica_seconds")
@@ -75,35 +98,52 @@ def _spike_column(columns: list[str]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repetitions", type=int, default=5)
+    ap.add_argument("--platform", choices=("sim", "docker"), default="sim")
+    ap.add_argument("--strategies", default="",
+                    help="comma-separated names (default: all; the ratios need "
+                         "hpa-defaults and fixed-peak)")
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="keep the run folder here (default: a temporary one)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     scenario = yaml.safe_load((ROOT / "spike.yaml").read_text(encoding="utf-8"))
-    scenario["strategies"] = STRATEGIES
+    chosen = [st for st in STRATEGIES
+              if not args.strategies or st["name"] in args.strategies.split(",")]
+    scenario["strategies"] = chosen
     scenario["thresholds"] = []
     scenario["repetitions"] = args.repetitions
     with tempfile.TemporaryDirectory(prefix="bench-policies-") as tmp:
         path = Path(tmp) / "spike-policies.yaml"
         path.write_text(yaml.safe_dump(scenario, sort_keys=False), encoding="utf-8")
-        code = run_scenario(path, RunOptions(platform="sim", out=Path(tmp) / "out",
-                                             run_id="bench", echo=lambda _: None))
+        out_dir = args.keep or Path(tmp) / "out"
+        quiet = args.platform == "sim"
+        code = run_scenario(path, RunOptions(platform=args.platform, out=out_dir,
+                                             run_id=f"bench-{args.platform}",
+                                             echo=(lambda _: None) if quiet else print))
         if code not in (0, 1):
             print(f"run failed with exit code {code}", file=sys.stderr)
             return code
-        summary = summarize_run(load_run(Path(tmp) / "out" / "bench")).trials
+        summary = summarize_run(load_run(out_dir / f"bench-{args.platform}")).trials
     col = _spike_column(list(summary.columns))
     agg = aggregate(summary, [col, "failures", "replica_seconds"])
     out: dict[str, dict[str, Any]] = {}
-    for s in (st["name"] for st in STRATEGIES):
+    for s in (st["name"] for st in chosen):
         rows = agg[agg["strategy"] == s].set_index("metric")
         out[s] = {m: {k: _f(rows.loc[c, k]) for k in ("mean", "ci_lo", "ci_hi", "n_valid",
                                                        "n_missing")}
                   for m, c in zip(METRICS, (col, "failures", "replica_seconds"), strict=True)}
-    print(f"spike demo on sim, {args.repetitions} repetitions; mean [95 % bootstrap CI]; "
-          f"recovery = {col} (not recovered trials left out, counted)")
-    print(f"{'strategy':<14}{'recovery s':>26}{'failed requests':>30}{'replica-s':>26}")
+    print(f"spike demo on {args.platform}, {args.repetitions} repetitions; mean [95 % "
+          f"bootstrap CI]; recovery = {col} (not recovered trials left out, counted)")
+    base = (out.get("hpa-defaults") or {}).get("recovery_s", {}).get("mean")
+    peak = (out.get("fixed-peak") or {}).get("replica_seconds", {}).get("mean")
+    print(f"{'strategy':<16}{'recovery s':>24}{'failed requests':>28}{'replica-s':>24}"
+          f"{'rec ÷ defaults':>16}{'rs ÷ fixed':>12}")
     for s, figs in out.items():
         cells = [_cell(figs[m]) for m in METRICS]
-        print(f"{s:<14}{cells[0]:>26}{cells[1]:>30}{cells[2]:>26}")
+        rec, rs = figs["recovery_s"]["mean"], figs["replica_seconds"]["mean"]
+        r1 = f"{rec / base:.2f}" if rec is not None and base else "–"
+        r2 = f"{rs / peak:.2f}" if rs is not None and peak else "–"
+        print(f"{s:<16}{cells[0]:>24}{cells[1]:>28}{cells[2]:>24}{r1:>16}{r2:>12}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2), encoding="utf-8")
     return 0

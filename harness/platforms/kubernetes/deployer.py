@@ -27,6 +27,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,9 @@ class KubeDeployer:
         self._lock = threading.RLock()
         self._teardown_lock = threading.Lock()
         self._pods: dict[str, PodView] = {}
+        # (seen wall time, DELETED or not, the pod) as the watch saw them: what the pods
+        # were at an instant (policy kubernetes-hpa rebuilds the HPA's pod list at a sync)
+        self.pod_log: deque[tuple[float, bool, PodView]] = deque(maxlen=4096)
         self._ready_at: dict[tuple[str, int], float] = {}
         self._paused: set[str] = set()
         self._targets_file: Path | None = None
@@ -161,6 +165,7 @@ class KubeDeployer:
     def _on_pod(self, kind: str, obj: dict[str, Any], seen: float, live: bool) -> None:
         view = parse_pod(obj, manifests.APP_CONTAINER)
         with self._lock:
+            self.pod_log.append((seen, kind == "DELETED", view))
             prev = self._pods.get(view.name)
             if prev is not None and prev.uid != view.uid:
                 prev = None  # a new pod of the same name (manual re-creation)

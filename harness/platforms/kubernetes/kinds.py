@@ -15,6 +15,7 @@ from harness.errors import DeployError
 from harness.platforms.kubernetes import manifests
 from harness.platforms.kubernetes.client import KubeApiError
 from harness.platforms.kubernetes.deployer import KubeDeployer, apps_path, ns_path
+from harness.platforms.kubernetes.pods import PodView
 from harness.platforms.kubernetes.real_hpa import HpaLoop, RealHpa
 
 
@@ -102,6 +103,11 @@ class KubeScaledDeployer(KubeDeploymentDeployer):
         if before != replicas:
             self.emit("scale_applied", detail=f"from={before} to={replicas} by={by}",
                       at_wall=at_wall)
+
+    def pod_history(self) -> list[tuple[float, bool, PodView]]:
+        """The pod watch's log: (seen wall time, deleted, pod), oldest first."""
+        with self._lock:
+            return list(self.pod_log)
 
     def external_loop(self, spec: AutoscalerSpec, source: MetricSource, clock: Clock,
                       t0: float, on_decision: Callable[[DecisionRow], None]) -> HpaLoop:

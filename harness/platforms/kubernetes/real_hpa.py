@@ -280,7 +280,6 @@ class HpaLoop:
         self.labels = manifests.trial_labels(hpa.deploy_spec, "app")
         self.next_seq = 0
         self.pending: deque[dict[str, Any]] = deque()
-        self.snapshots: deque[tuple[float, list[PodSeen]]] = deque(maxlen=64)
         self.syncs = 0
 
     def _values(self) -> list[dict[str, Any]]:
@@ -289,17 +288,19 @@ class HpaLoop:
         return [{"pod": rid, "labels": self.labels, "value": v}
                 for rid, v in values.items() if v is not None and math.isfinite(v)]
 
-    def _snapshot(self) -> None:
-        pods = [PodSeen(p.name, p.phase, p.container_state == "running", p.deleting)
-                for p in self.deployer.pod_views()]
-        self.snapshots.append((self.clock.wall(), pods))
-
     def _pods_at(self, wall: float) -> list[PodSeen]:
-        best: list[PodSeen] = []
-        for t, pods in self.snapshots:
-            if t <= wall + 0.1:
-                best = pods
-        return best or (self.snapshots[0][1] if self.snapshots else [])
+        """The trial's pods as the pod watch knew them at ``wall`` (the HPA controller's
+        informer watches the same API: it knows them within milliseconds of that)."""
+        pods: dict[str, PodSeen] = {}
+        for seen, deleted, p in self.deployer.pod_history():
+            if seen > wall:
+                break
+            if deleted:
+                pods.pop(p.name, None)
+            else:
+                pods[p.name] = PodSeen(p.name, p.phase, p.container_state == "running",
+                                       p.deleting)
+        return list(pods.values())
 
     def _is_ours(self, read: dict[str, Any]) -> bool:
         sel = str(read.get("selector") or "")
@@ -309,7 +310,6 @@ class HpaLoop:
             and (not user or any(u in user for u in HPA_USERS))
 
     def step(self, push: bool) -> None:
-        self._snapshot()
         doc = self.hpa.push(self._values() if push else None, self.next_seq)
         for read in doc.get("reads") or []:
             self.next_seq = max(self.next_seq, int(read.get("seq") or 0))
