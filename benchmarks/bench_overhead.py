@@ -43,7 +43,7 @@ from harness.deploy.registry import create
 from harness.platform import docker_client
 from harness.platforms.docker.cgroups import container_cpu_ns
 from harness.platforms.docker.cleanup import sweep
-from harness.platforms.docker.docker_common import label_filters, list_containers
+from harness.platforms.docker.docker_objects import label_filters, list_containers
 
 DAEMONS = {"dockerd": "docker", "containerd": "docker", "containerd-shim": "docker",
            "containerd-shim-runc-v2": "docker", "runc": "docker",

@@ -53,12 +53,12 @@ def _docker_run_ids() -> set[str]:
 
     import docker.errors
 
-    from harness.deploy.base import MANAGED_LABEL, RUN_LABEL
+    from harness.deploy.base import RUN_LABEL
     from harness.platform import docker_client
-    from harness.platforms.docker.docker_objects import list_containers
+    from harness.platforms.docker.docker_objects import label_filters, list_containers
 
     client = docker_client()
-    f = {"label": [f"{MANAGED_LABEL}=true"]}
+    f = label_filters(None, managed=True)
     labels: list[dict[str, Any]] = [c.labels for c in list_containers(client, f)]
     with contextlib.suppress(docker.errors.APIError):  # not a swarm manager: no services
         labels += [(s.attrs.get("Spec") or {}).get("Labels") or {}

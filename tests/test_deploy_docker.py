@@ -26,6 +26,7 @@ from harness.deploy.registry import create
 from harness.deploy.watch import ReplicaWatcher
 from harness.platforms.docker.cleanup import leftovers
 from harness.platforms.docker.docker_common import DockerDeployerBase
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -63,16 +64,6 @@ def get_work(lb_url: str, timeout_s: float = 3.0) -> str | None:
 
 def served_by(lb_url: str, n: int) -> Counter[str]:
     return Counter(r for r in (get_work(lb_url) for _ in range(n)) if r)
-
-
-def wait_until(pred: Any, timeout_s: float, every_s: float = 0.1) -> float | None:
-    """Seconds until pred() held, or None after timeout_s."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout_s:
-        if pred():
-            return time.monotonic() - t0
-        time.sleep(every_s)
-    return None
 
 
 def live(d: DockerDeployerBase) -> list[Replica]:

@@ -31,6 +31,7 @@ from harness.deploy.registry import create
 from harness.platforms.kubernetes.cleanup import leftovers, sweep
 from harness.platforms.kubernetes.client import KubeClient, kube_client, path_of
 from harness.platforms.kubernetes.deployer import KubeDeployer
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.k8s, pytest.mark.slow]
 
@@ -80,16 +81,6 @@ def kube() -> Iterator[KubeClient]:
     finally:
         if started:
             subprocess.run(["bash", str(SCRIPT), "down"], capture_output=True, timeout=300)
-
-
-def wait_until(pred: Callable[[], Any], timeout_s: float, every_s: float = 0.1
-               ) -> float | None:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout_s:
-        if pred():
-            return time.monotonic() - t0
-        time.sleep(every_s)
-    return None
 
 
 def get(url: str, path: str = "/work") -> int:

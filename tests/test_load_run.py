@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +147,39 @@ def contiguous(rec: Recorded) -> list[int]:
     ts = [s.t_s for s in rec.seconds]
     assert ts == list(range(ts[0], ts[0] + len(ts))), f"seconds not contiguous: {ts}"
     return ts
+
+
+def sleep_until(run: LoadRun, t_s: float) -> None:
+    """Sleep until t_s seconds past the run's t=0 (not at all once that is past)."""
+    time.sleep(max(0.0, run.t0_monotonic + t_s - time.monotonic()))
+
+
+def kill_worker_at(run: LoadRun, t_s: float, worker_pid: Callable[[], int]) -> tuple[int, float]:
+    """SIGKILL the load worker process worker_pid() names at t_s, as if its machine died,
+    and let the run finish: the victim's pid and the run time of the kill."""
+    sleep_until(run, t_s)
+    victim = worker_pid()
+    os.kill(victim, signal.SIGKILL)
+    killed_at = time.monotonic() - run.t0_monotonic
+    assert run.wait(timeout=60)
+    return victim, killed_at
+
+
+def assert_one_worker_lost(run: LoadRun, rec: Recorded, victim: int,
+                           killed_at: float) -> tuple[dict[int, SecondStats], int]:
+    """After kill_worker_at (and run.stop): the victim is the one worker lost, the run is
+    complete, no second is missing, both workers reported until the second before the
+    kill. The seconds by t and the second of the kill, for the caller's own checks."""
+    assert_no_process_left(run)
+    lost = [d for k, d in rec.events if k == "worker_lost"]
+    assert len(lost) == 1 and f"pid {victim}" in lost[0], rec.events
+    tot = run.totals()
+    assert tot.workers_lost == lost and tot.complete
+    contiguous(rec)  # no second is missing: the survivor's data goes on
+    by_t = {s.t_s: s for s in rec.seconds}
+    k = math.floor(killed_at)
+    assert all(by_t[t].workers_reporting == 2 for t in range(-1, k - 1))
+    return by_t, k
 
 
 # -- the open model ---------------------------------------------------------------------------
@@ -293,27 +326,19 @@ def test_killed_worker_is_reported_and_the_others_data_is_kept(fast_app: App) ->
     rec = Recorded()
     run = LoadRun(spec, on_second=rec.on_second, on_event=rec.on_event)
     run.start()
-    try:
-        time.sleep(max(0.0, run.t0_monotonic + 3.5 - time.monotonic()))
+
+    def first_of_two_workers() -> int:
         pid = run.pid
         assert pid is not None
         workers = psutil.Process(pid).children()
         assert len(workers) == 2
-        victim = workers[0].pid
-        os.kill(victim, signal.SIGKILL)
-        killed_at = time.monotonic() - run.t0_monotonic
-        assert run.wait(timeout=60)
+        return workers[0].pid
+
+    try:
+        victim, killed_at = kill_worker_at(run, 3.5, first_of_two_workers)
     finally:
         run.stop()
-    assert_no_process_left(run)
-    lost = [d for k, d in rec.events if k == "worker_lost"]
-    assert len(lost) == 1 and f"pid {victim}" in lost[0]
-    tot = run.totals()
-    assert tot.workers_lost == lost and tot.complete
-    contiguous(rec)  # no second is missing: the survivor's data goes on
-    by_t = {s.t_s: s for s in rec.seconds}
-    k = math.floor(killed_at)
-    assert all(by_t[t].workers_reporting == 2 for t in range(-1, k - 1))
+    by_t, k = assert_one_worker_lost(run, rec, victim, killed_at)
     assert all(by_t[t].workers_alive == 1 and by_t[t].workers_reporting == 1
                for t in range(k + 1, 10))
     assert all(by_t[t].sent > 0 and by_t[t].ok > 0 for t in range(10))
@@ -394,7 +419,7 @@ def test_stop_mid_run_flushes_what_was_measured_and_leaves_no_process(fast_app: 
     rec = Recorded()
     run = LoadRun(spec, on_second=rec.on_second, on_event=rec.on_event)
     run.start()
-    time.sleep(max(0.0, run.t0_monotonic + 2.5 - time.monotonic()))
+    sleep_until(run, 2.5)
     t = time.monotonic()
     run.stop()
     assert time.monotonic() - t < 20

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, get_args
 
@@ -28,6 +28,7 @@ from harness.autoscale.source import MetricFetchError, PrometheusSource, ScrapeS
 from harness.autoscale.spec import AutoscalerSpec, MetricPreset, ScrapeRule
 from harness.clock import FakeClock, RealClock
 from harness.deploy.base import Replica, ReplicaState
+from tests.waiting import eventually
 
 # --- pure arithmetic ------------------------------------------------------------------------
 
@@ -239,18 +240,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def eventually(fn: Callable[[], Any], timeout_s: float = 30.0, every_s: float = 0.5) -> Any:
-    """fn() until it returns something truthy, or fail with its last value."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(every_s)
-    raise AssertionError(f"condition not met within {timeout_s} s; last value {last!r}")
 
 
 def http_ok(port: int, path: str, timeout_s: float = 1.0) -> bool:

@@ -8,8 +8,8 @@ small (200 req/s, a few seconds): the machine has 2 cores.
 
 from __future__ import annotations
 
+import contextlib
 import math
-import os
 import re
 import signal
 import subprocess
@@ -31,7 +31,10 @@ from tests.test_load_run import (
     Recorded,
     assert_locust_totals_equal,
     assert_no_process_left,
+    assert_one_worker_lost,
     contiguous,
+    kill_worker_at,
+    sleep_until,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,22 +104,35 @@ def command_args(text: str) -> list[str]:
     return m.group(1).split()
 
 
+@contextlib.contextmanager
+def remote_run(spec: LoadSpec, rec: Recorded, workers: Workers, n: int = 2,
+               waiting_says: str | None = None
+               ) -> Iterator[tuple[LoadRun, list[subprocess.Popen[str]]]]:
+    """The run with n `harness worker` processes started from the command the master
+    printed (that line is waiting_says, where given), joined and running; the run is
+    stopped for sure when the block ends."""
+    run, t, waiting, errors = start_waiting(spec, rec)
+    try:
+        if waiting_says is not None:
+            assert waiting == [waiting_says]
+        ws = [workers.start(*command_args(waiting[0])) for _ in range(n)]
+        t.join(timeout=90)
+        assert not errors, errors
+        yield run, ws
+    finally:
+        run.stop()
+
+
 def test_two_remote_workers_merge_exactly(app: App, workers: Workers, tmp_path: Path) -> None:
     port = free_port()
     spec = LoadSpec(base_url=app.url, profile=Profile.constant(200, 4), warmup_s=1,
                     warmup_rps=100, max_in_flight=100, remote_workers=2,
                     master_bind=f"127.0.0.1:{port}", raw_latencies_dir=str(tmp_path))
     rec = Recorded()
-    run, t, waiting, errors = start_waiting(spec, rec)
-    try:
-        assert waiting == [f"waiting up to 60 s for 2 remote load workers: on each machine "
-                           f"run  harness worker --master 127.0.0.1:{port}"]
-        ws = [workers.start(*command_args(waiting[0])) for _ in range(2)]
-        t.join(timeout=90)
-        assert not errors, errors
+    says = (f"waiting up to 60 s for 2 remote load workers: on each machine run  harness "
+            f"worker --master 127.0.0.1:{port}")
+    with remote_run(spec, rec, workers, waiting_says=says) as (run, ws):
         assert run.wait(timeout=60)
-    finally:
-        run.stop()
     assert_no_process_left(run)
     outs = [w.communicate(timeout=30) for w in ws]
     assert [w.returncode for w in ws] == [0, 0], outs
@@ -175,28 +191,11 @@ def test_a_killed_remote_worker_is_lost_and_the_run_finishes(app: App,
                     warmup_rps=100, max_in_flight=100, remote_workers=2,
                     master_bind=f"127.0.0.1:{free_port()}")
     rec = Recorded()
-    run, t, waiting, errors = start_waiting(spec, rec)
-    try:
-        ws = [workers.start(*command_args(waiting[0])) for _ in range(2)]
-        t.join(timeout=90)
-        assert not errors, errors
-        time.sleep(max(0.0, run.t0_monotonic + 3.5 - time.monotonic()))
+    with remote_run(spec, rec, workers) as (run, ws):
         # the Locust worker process itself (the CLI's child), as if its machine died
-        victim = psutil.Process(ws[0].pid).children()[0].pid
-        os.kill(victim, signal.SIGKILL)
-        killed_at = time.monotonic() - run.t0_monotonic
-        assert run.wait(timeout=60)
-    finally:
-        run.stop()
-    assert_no_process_left(run)
-    lost = [d for k, d in rec.events if k == "worker_lost"]
-    assert len(lost) == 1 and f"pid {victim}" in lost[0], rec.events
-    tot = run.totals()
-    assert tot.workers_lost == lost and tot.complete
-    contiguous(rec)
-    by_t = {s.t_s: s for s in rec.seconds}
-    k = math.floor(killed_at)
-    assert all(by_t[t].workers_reporting == 2 for t in range(-1, k - 1))
+        victim, killed_at = kill_worker_at(
+            run, 3.5, lambda: psutil.Process(ws[0].pid).children()[0].pid)
+    by_t, k = assert_one_worker_lost(run, rec, victim, killed_at)
     assert all(by_t[t].workers_alive == 1 for t in range(k + 5, 10))
     assert all(by_t[t].sent > 0 and by_t[t].ok > 0 for t in range(10))
     # (Locust's own totals miss the dead worker's last stats report: not compared here)
@@ -209,20 +208,14 @@ def test_sigterm_leaves_the_run_cleanly(app: App, workers: Workers) -> None:
     spec = LoadSpec(base_url=app.url, profile=Profile.constant(100, 8), max_in_flight=50,
                     remote_workers=2, master_bind=f"127.0.0.1:{free_port()}")
     rec = Recorded()
-    run, t, waiting, errors = start_waiting(spec, rec)
-    try:
-        ws = [workers.start(*command_args(waiting[0])) for _ in range(2)]
-        t.join(timeout=90)
-        assert not errors, errors
-        time.sleep(max(0.0, run.t0_monotonic + 2.5 - time.monotonic()))
+    with remote_run(spec, rec, workers) as (run, ws):
+        sleep_until(run, 2.5)
         child = psutil.Process(ws[0].pid).children()[0]
         ws[0].send_signal(signal.SIGTERM)
         left_at = time.monotonic() - run.t0_monotonic
         assert ws[0].wait(timeout=30) == 130
         assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
         assert run.wait(timeout=60)
-    finally:
-        run.stop()
     lost = [d for k, d in rec.events if k == "worker_lost"]
     assert len(lost) == 1 and "left: stopped by SIGTERM" in lost[0], rec.events
     assert run.totals().complete

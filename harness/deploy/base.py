@@ -7,10 +7,13 @@ recorder) speaks only these dataclasses, never the Docker SDK.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
+
+from harness.errors import DeployError
 
 MANAGED_LABEL = "harness.managed"
 RUN_LABEL = "harness.run"
@@ -79,6 +82,28 @@ class DeployEvent:
 
 
 EventSink = Callable[[DeployEvent], None]
+
+
+class DeploysOnce:
+    """A deployer serves one trial: deploying it twice, or after its teardown, is a caller's
+    bug, and every deployer refuses it with the same words. The deployer's __init__ sets
+    both flags to False and its teardown sets `_torn_down`."""
+
+    _deployed: bool
+    _torn_down: bool
+
+    def _refuse_redeploy(self) -> None:
+        """Raise DeployError when this deployer was deployed or torn down already."""
+        if self._deployed or self._torn_down:
+            raise DeployError(f"a {type(self).__name__} deploys once; create a new one "
+                              "per trial")
+
+    def _claim_deploy(self, lock: contextlib.AbstractContextManager[Any] | None = None) -> None:
+        """Check and mark deployed in one step; under `lock` where other threads (watcher,
+        faults, autoscaler) may call teardown meanwhile."""
+        with lock if lock is not None else contextlib.nullcontext():
+            self._refuse_redeploy()
+            self._deployed = True
 
 
 @runtime_checkable

@@ -17,10 +17,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from harness.deploy.base import MANAGED_LABEL, RUN_LABEL
 from harness.platforms.docker.docker_objects import (
-    TRIAL_LABEL,
     WORKDIR_ROOT,
+    label_filters,
     list_containers,
     remove_containers,
     remove_networks,
@@ -28,20 +27,11 @@ from harness.platforms.docker.docker_objects import (
 )
 
 
-def _filters(run_id: str | None, trial_id: str | None) -> dict[str, list[str]]:
-    labels = [f"{MANAGED_LABEL}=true"]
-    if run_id is not None:
-        labels.append(f"{RUN_LABEL}={run_id}")
-    if trial_id is not None:
-        labels.append(f"{TRIAL_LABEL}={trial_id}")
-    return {"label": labels}
-
-
 def leftovers(client: Any, run_id: str | None = None) -> list[str]:
     """Every labelled object still there, as "kind name" lines (tests, `harness clean`)."""
     import docker.errors
 
-    f = _filters(run_id, None)
+    f = label_filters(run_id, managed=True)
     found = [f"container {c.name}" for c in list_containers(client, f)]
     with contextlib.suppress(docker.errors.APIError):  # not a swarm manager: no services
         found += [f"service {s.name}" for s in client.services.list(filters=f)]
@@ -63,7 +53,7 @@ def sweep(client: Any, run_id: str | None, *, trial_id: str | None = None,
         if log:
             log(line)
 
-    f = _filters(run_id, trial_id)
+    f = label_filters(run_id, trial_id, managed=True)
     services: list[Any] = []
     with contextlib.suppress(docker.errors.APIError):
         services = list(client.services.list(filters=f))

@@ -34,6 +34,7 @@ from harness.clock import Clock
 from harness.deploy import haproxy
 from harness.deploy.base import (
     DeployEvent,
+    DeploysOnce,
     DeploySpec,
     EventSink,
     Replica,
@@ -72,7 +73,7 @@ from harness.platforms.docker.readiness import (
 )
 
 
-class DockerDeployerBase(AuxServices):
+class DockerDeployerBase(AuxServices, DeploysOnce):
     """Deployer + FaultTarget on Docker; subclasses start and scale the app replicas.
 
     Thread-safe: the run loop's watcher, fault timeline and autoscaler call it from
@@ -154,11 +155,7 @@ class DockerDeployerBase(AuxServices):
 
     # ── Deployer ──────────────────────────────────────────────────────────────────
     def deploy(self) -> None:
-        with self._lock:
-            if self._deployed or self._torn_down:
-                raise DeployError(f"a {type(self).__name__} deploys once; create a new one "
-                                  "per trial")
-            self._deployed = True
+        self._claim_deploy(self._lock)
         t0 = self._clock.now()
         self._get_images()
         self.workdir = make_workdir(self.spec, self.kind, self.workdir_root)

@@ -22,6 +22,7 @@ from typing import Any
 
 from harness.clock import Clock
 from harness.deploy.base import (
+    MANAGED_LABEL,
     RUN_LABEL,
     DeploySpec,
     ReplicaState,
@@ -71,9 +72,16 @@ def trial_labels(spec: DeploySpec, kind: str, role: str) -> dict[str, str]:
                                       ROLE_LABEL: role})
 
 
-def label_filters(run_id: str, trial_id: str | None = None,
-                  role: str | None = None) -> dict[str, list[str]]:
-    labels = [f"{RUN_LABEL}={run_id}"]
+def label_filters(run_id: str | None, trial_id: str | None = None, role: str | None = None,
+                  *, managed: bool = False) -> dict[str, list[str]]:
+    """Docker's `filters` for the objects carrying these labels (each one given); managed:
+    also harness.managed=true, which the sweeps ask for (they may span every run)."""
+    labels = [f"{MANAGED_LABEL}=true"] if managed else []
+    if run_id is not None:
+        labels.append(f"{RUN_LABEL}={run_id}")
+    if not labels:
+        # no label at all would select every object on the engine, the user's own too
+        raise ValueError("label_filters needs a run id or managed=True")
     if trial_id is not None:
         labels.append(f"{TRIAL_LABEL}={trial_id}")
     if role is not None:

@@ -33,7 +33,14 @@ from typing import Any
 
 from harness.autoscale.spec import AutoscalerSpec
 from harness.clock import Clock
-from harness.deploy.base import DeployEvent, DeploySpec, EventSink, Replica, ReplicaState
+from harness.deploy.base import (
+    DeployEvent,
+    DeploysOnce,
+    DeploySpec,
+    EventSink,
+    Replica,
+    ReplicaState,
+)
 from harness.errors import DeployError, PrerequisiteError
 from harness.platforms.kubernetes import kube_prometheus, manifests
 from harness.platforms.kubernetes.client import KubeApiError, KubeClient, path_of
@@ -99,7 +106,7 @@ def delete_namespace(client: KubeClient, ns: str, timeout_s: float) -> bool:
     return False
 
 
-class KubeDeployer:
+class KubeDeployer(DeploysOnce):
     """Deployer + FaultTarget + ReadinessDiagnostics on a Kubernetes cluster; the kinds
     below differ only in the app objects and how they scale."""
 
@@ -203,11 +210,7 @@ class KubeDeployer:
 
     # ── Deployer ─────────────────────────────────────────────────────────────────────
     def deploy(self) -> None:
-        with self._lock:
-            if self._deployed or self._torn_down:
-                raise DeployError(f"a {type(self).__name__} deploys once; create a new one "
-                                  "per trial")
-            self._deployed = True
+        self._claim_deploy(self._lock)
         t0 = self._clock.now()
         try:
             ensure_namespace(self.client, self.spec.run_id, self.namespace_timeout_s)

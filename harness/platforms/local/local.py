@@ -53,7 +53,14 @@ from typing import Any
 from harness.bounds import REAL_PLATFORM_MAX_REPLICAS
 from harness.clock import Clock
 from harness.deploy import haproxy
-from harness.deploy.base import DeployEvent, DeploySpec, EventSink, Replica, ReplicaState
+from harness.deploy.base import (
+    DeployEvent,
+    DeploysOnce,
+    DeploySpec,
+    EventSink,
+    Replica,
+    ReplicaState,
+)
 from harness.deploy.local_policy import (
     KINDS,
     Kind,
@@ -78,7 +85,7 @@ from harness.platforms.local.local_supervisor import (
 )
 
 
-class LocalDeployer(ReplicaSupervisor):
+class LocalDeployer(ReplicaSupervisor, DeploysOnce):
     """Deployer + FaultTarget on local processes (see the module docstring)."""
 
     platform = "local"
@@ -157,8 +164,9 @@ class LocalDeployer(ReplicaSupervisor):
 
     # ── Deployer ────────────────────────────────────────────────────────────────────
     def deploy(self) -> None:
-        if self._deployed or self._torn_down:
-            raise DeployError("a LocalDeployer deploys once; create a new one per trial")
+        # marked deployed only past the prerequisite checks: a missing HAProxy leaves the
+        # deployer deployable (and its teardown a no-op)
+        self._refuse_redeploy()
         if not (os.path.isfile(self.haproxy_bin) and os.access(self.haproxy_bin, os.X_OK)):
             raise PrerequisiteError(
                 f"the local platform needs HAProxy; {self.haproxy_bin} is not an executable "

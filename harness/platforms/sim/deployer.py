@@ -30,7 +30,7 @@ import numpy as np
 from harness.autoscale.spec import AutoscalerSpec
 from harness.bounds import MAX_REPLICAS
 from harness.clock import Clock
-from harness.deploy.base import DeployEvent, DeploySpec, Replica, ReplicaState
+from harness.deploy.base import DeployEvent, DeploysOnce, DeploySpec, Replica, ReplicaState
 from harness.deploy.local_policy import counts_toward_scale, on_exit, plan_scale
 from harness.errors import DeployError
 from harness.platforms.sim.params import SimParams
@@ -76,7 +76,7 @@ class _Rep:
     replaces: str | None = None
 
 
-class SimDeployer:
+class SimDeployer(DeploysOnce):
     """manual / compose / orchestrated on the model (also a FaultTarget: kill, pause)."""
 
     def __init__(self, spec: DeploySpec, on_event: Callable[[DeployEvent], None],
@@ -231,9 +231,7 @@ class SimDeployer:
     # -- Deployer protocol ------------------------------------------------------------------
 
     def deploy(self) -> None:
-        if self._deployed or self._torn_down:
-            raise DeployError("a SimDeployer deploys once; create a new one per trial")
-        self._deployed = True
+        self._claim_deploy()
         now = self._clock.now()
         for _ in range(self.spec.replicas):
             self._new(now, initial=True)
