@@ -158,3 +158,24 @@ def test_the_real_hpa_scales_from_prometheus_values(kube: KubeClient, tmp_path: 
     with pytest.raises(KubeApiError) as e:
         kube.get(APISERVICE_PATH)
     assert e.value.status == 404
+
+
+def test_clean_removes_a_leftover_apiservice(kube: KubeClient) -> None:
+    """A run killed before its tear-down leaves the cluster-scoped APIService behind:
+    `harness clean RUN` finds it by its labels and deletes it (and refuses nothing else's)."""
+    from harness.deploy.base import AppSpec, DeploySpec
+    from harness.platforms.kubernetes.cleanup import run_ids, sweep
+    from harness.platforms.kubernetes.hpa_objects import apiservice
+
+    rid = "k8s-hpa-leftover"
+    spec = DeploySpec(run_id=rid, trial_id="real-1", app=AppSpec(), replicas=1)
+    kube.create("/apis/apiregistration.k8s.io/v1/apiservices",
+                apiservice(spec, "harness-k8s-hpa-leftover", "madapter", b"not a cert"))
+    try:
+        assert leftovers(kube, rid) == ["apiservice v1beta1.custom.metrics.k8s.io"]
+        assert rid in run_ids(kube)
+        assert leftovers(kube, "another-run") == []
+        assert sweep(kube, rid) == ["removed apiservice v1beta1.custom.metrics.k8s.io"]
+        assert leftovers(kube, rid) == []
+    finally:
+        kube.delete(APISERVICE_PATH)
