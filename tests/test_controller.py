@@ -513,3 +513,23 @@ def test_real_local_deployer_under_a_load_step(with_prometheus: bool) -> None:
     print(f"FIGURE metric crossed at {cross:.0f} s, first scale-up at {first_up:.0f} s, peak "
           f"{peak}, first scale-down at {first_down['t_s']:.0f} s (last high recommendation "
           f"{last_high:.0f} s), back to 2 by {downs[-1]['t_s']:.0f} s")
+
+
+def test_a_rate_limit_edge_decides_as_the_recorded_times_say() -> None:
+    """The controller decides on t_s as recorded (rounded to ms), so a replay of its rows
+    decides the same at a window's edge: a scale at clock 39.5024 and a decision at
+    54.5021 round to 39.502 and 54.502, exactly one 15 s period apart — outside it."""
+    from harness.autoscale.replay import replay_rows
+
+    clock = FakeClock(start=1000.0)
+    up = {"scale_up": {"policies": [{"type": "Pods", "value": 2, "period_s": 15}]}}
+    ctl, _, src, rows = make(clock, 2, 1.8, behavior=up, interval_s=15)
+    clock.advance(39.5024)
+    ctl.step()  # 0.9 per replica → 3 wanted, +1 ≤ 2 pods per 15 s
+    clock.advance(54.5021 - 39.5024)
+    src.demand = lambda _t: 6.0  # far above: wants many more
+    ctl.step()
+    assert [r["t_s"] for r in rows] == [39.502, 54.502]
+    assert rows[1]["desired"] == rows[0]["desired"] + 2  # the first scale is out of period
+    replayed = replay_rows(rows, make_policy(ctl.spec), ctl.spec)
+    assert [r["desired"] for r in replayed] == [r["desired"] for r in rows]

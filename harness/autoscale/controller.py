@@ -85,8 +85,12 @@ class Controller:
     # -- one iteration ----------------------------------------------------------------------
 
     def step(self) -> DecisionRow:
-        now = self.clock.now()
-        row = DecisionRow(t_s=round(now - self.t0, 3), policy=self.policy.name,
+        # The policy decides on t_s, the very time decisions.csv records, not on the clock:
+        # `harness replay` then feeds it the same floats. (On the raw clock a window's edge
+        # can fall between two readings that round alike: a scale at 39.5024 is inside a
+        # 15 s period at 54.5021, but 39.502 is not inside one at 54.502.)
+        now = round(self.clock.now() - self.t0, 3)
+        row = DecisionRow(t_s=now, policy=self.policy.name,
                           current_replicas=None, ready=None, unready=None, missing=None,
                           metric_values="", metric_mean=None, target=self.spec.target,
                           recommended=None, stabilized=None, rate_limited=None, desired=None,
