@@ -23,11 +23,10 @@ import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from harness.autoscale.controller import DecisionRow
 from harness.autoscale.registry import POLICIES, make_policy
-from harness.autoscale.replay import CAVEAT, replay_rows, spec_for
+from harness.autoscale.replay import CAVEAT, cell_int, replay_rows, spec_for
 from harness.autoscale.spec import EXTERNAL_POLICIES, AutoscalerSpec
 from harness.errors import HarnessError
 from harness.record.schema import DECISIONS, names
@@ -112,7 +111,7 @@ def replay_run(run_dir: Path, strategy: str | None = None,
     _write_atomic(out / "replay.svg", chart(tracks))
     echo(f"note: {CAVEAT}")
     for t in tracks:
-        rec = [_num(r.get("desired")) for r in t.recorded]
+        rec = [cell_int(r.get("desired")) for r in t.recorded]
         for pol, rows in t.replayed.items():
             same = sum(a == b["desired"] for a, b in zip(rec, rows, strict=True))
             echo(f"{t.strategy} trial {t.trial} · {pol}: {same}/{len(rows)} decisions equal "
@@ -120,13 +119,6 @@ def replay_run(run_dir: Path, strategy: str | None = None,
     echo(str(out / "decisions.csv"))
     echo(str(out / "replay.svg"))
     return tracks
-
-
-def _num(v: Any) -> int | None:
-    try:
-        return int(float(v))
-    except (TypeError, ValueError):
-        return None
 
 
 def _csv(tracks: list[Track], run_id: str) -> str:
@@ -175,7 +167,7 @@ def chart(tracks: list[Track]) -> str:
     panels: list[str] = []
     for i, tr in enumerate(tracks):
         rec = [(float(r["t_s"]), float(v)) for r in tr.recorded
-               if (v := _num(r.get("desired"))) is not None]
+               if (v := cell_int(r.get("desired"))) is not None]
         lines = [("recorded", "#222", rec, "")]
         for j, (pol, rows) in enumerate(tr.replayed.items()):
             pts = [(r["t_s"], float(r["desired"])) for r in rows if r["desired"] is not None]

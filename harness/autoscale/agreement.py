@@ -18,7 +18,7 @@ from typing import Any
 
 from harness.autoscale.controller import DecisionRow
 from harness.autoscale.hpa import HpaPolicy
-from harness.autoscale.replay import replay_rows, spec_for
+from harness.autoscale.replay import cell_int, replay_rows, spec_for
 from harness.autoscale.spec import AutoscalerSpec
 
 REAL_POLICY = "kubernetes-hpa"
@@ -59,13 +59,6 @@ class Agreement:
         return line
 
 
-def _int(v: Any) -> int | None:
-    try:
-        return int(float(v))
-    except (TypeError, ValueError):
-        return None
-
-
 def check(rows: Sequence[Mapping[str, Any]], spec: AutoscalerSpec) -> Agreement:
     """``rows``: one trial's decisions.csv rows of policy kubernetes-hpa, in time order."""
     rows = sorted(rows, key=lambda r: float(r["t_s"]))
@@ -74,7 +67,7 @@ def check(rows: Sequence[Mapping[str, Any]], spec: AutoscalerSpec) -> Agreement:
     syncs = agreed = 0
     out: list[Disagreement] = []
     for rec, mine in zip(rows, port, strict=True):
-        real = _int(rec.get("desired"))
+        real = cell_int(rec.get("desired"))
         if real is None:
             continue
         syncs += 1

@@ -49,11 +49,15 @@ def parse_values(text: str) -> tuple[dict[str, float], int, int]:
     return values, missing, unready
 
 
-def _int(v: Any) -> int | None:
+def cell_int(v: Any) -> int | None:
+    """A count from a CSV cell or a row: None for empty, NaN or not a number."""
     if v is None or v == "":
         return None
-    f = float(v)
-    return None if math.isnan(f) else int(f)
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) or math.isinf(f) else int(f)
 
 
 def replay_rows(rows: Iterable[Mapping[str, Any]], policy: Policy, spec: AutoscalerSpec,
@@ -68,10 +72,10 @@ def replay_rows(rows: Iterable[Mapping[str, Any]], policy: Policy, spec: Autosca
     out: list[DecisionRow] = []
     for rec in rows:
         t = float(rec["t_s"])
-        current = _int(rec.get("current_replicas"))
+        current = cell_int(rec.get("current_replicas"))
         row = DecisionRow(t_s=t, policy=policy.name, current_replicas=current,
-                          ready=_int(rec.get("ready")), unready=_int(rec.get("unready")),
-                          missing=_int(rec.get("missing")),
+                          ready=cell_int(rec.get("ready")), unready=cell_int(rec.get("unready")),
+                          missing=cell_int(rec.get("missing")),
                           metric_values=str(rec.get("metric_values") or ""),
                           metric_mean=None, target=spec.target, recommended=None,
                           stabilized=None, rate_limited=None, desired=None, reason="",
@@ -98,7 +102,7 @@ def replay_rows(rows: Iterable[Mapping[str, Any]], policy: Policy, spec: Autosca
         # the recorded run failed to rescale here: the scale event never happened
         failed = "FailedRescale" in str(rec.get("reason") or "")
         if recorded_history:
-            real = _int(rec.get("desired"))
+            real = cell_int(rec.get("desired"))
             if real is not None and real != current and not failed \
                     and rec.get("action") != "error":
                 state = state.with_scale(t, current, real)

@@ -29,7 +29,8 @@ APISERVICE_NAME = f"{VERSION}.{GROUP}"
 APISERVICE_PATH = f"/apis/apiregistration.k8s.io/v1/apiservices/{APISERVICE_NAME}"
 SCRIPT = Path(__file__).with_name("metrics_adapter.py")
 MOUNT_CODE, MOUNT_TLS = "/adapter", "/tls"
-# the adapter runs on the harness's base image (python3, standard library only)
+# the adapter runs on the harness's base image (python3, standard library only);
+# RealHpa uses HARNESS_BASE_IMAGE instead when it is set
 DEFAULT_ADAPTER_IMAGE = "harness-base:bookworm"
 
 

@@ -164,11 +164,15 @@ class RealHpa:
     """The adapter, the APIService and the HPA of one trial."""
 
     def __init__(self, client: KubeClient, deploy_spec: Any, namespace: str, deployment: str,
-                 spec: AutoscalerSpec, *, image: str = hpa_objects.DEFAULT_ADAPTER_IMAGE,
+                 spec: AutoscalerSpec, *, image: str | None = None,
                  pull_policy: manifests.PullPolicy = "Never") -> None:
+        from harness.platforms.docker.image_recipe import image_ref
+
         self.client, self.deploy_spec, self.namespace = client, deploy_spec, namespace
         self.deployment, self.spec = deployment, spec
-        self.image, self.pull_policy = image, pull_policy
+        # the harness's base image as this host has it (HARNESS_BASE_IMAGE may name another
+        # one with python3, e.g. python:3.11-slim); a remote cluster's nodes need it too
+        self.image, self.pull_policy = image or image_ref("base"), pull_policy
         self.names = hpa_objects.adapter_names(deploy_spec)
         self.hpa_name = manifests.object_name(deploy_spec, "hpa")
         self.token = secrets.token_urlsafe(24)
