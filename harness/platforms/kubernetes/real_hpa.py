@@ -315,6 +315,9 @@ class HpaLoop:
 
     def step(self, push: bool) -> None:
         doc = self.hpa.push(self._values() if push else None, self.next_seq)
+        if int(doc.get("next") or 0) < self.next_seq:
+            self.next_seq = 0  # the adapter restarted (a new log): read it from its start
+            doc = self.hpa.push(None, 0)
         for read in doc.get("reads") or []:
             self.next_seq = max(self.next_seq, int(read.get("seq") or 0))
             if self._is_ours(read):
