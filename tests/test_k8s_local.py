@@ -252,8 +252,19 @@ def test_node_ready_and_up_is_idempotent(cluster: Cluster) -> None:
     assert script("status", env=env).returncode == 0
 
 
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status == 200
+    except OSError:  # refused: kube-proxy has not written the NodePort's rules yet
+        return False
+
+
 def test_nodeport_answers_on_localhost(app: dict[str, Any]) -> None:
     url = f"http://127.0.0.1:{app['node_port']}/work"
+    # kube-proxy programs the NodePort after it sees the ready endpoints (its iptables
+    # sync, ~1 s later): the pods' readiness alone does not mean it answers yet
+    wait("NodePort answer", lambda: _answers(url), timeout_s=30)
     # both replicas behind the Service answer (X-Replica names the pod)
     replicas = set()
     for _ in range(40):
