@@ -219,7 +219,8 @@ def test_hpa_object_states_the_whole_autoscaler_block() -> None:
 
 
 def test_adapter_objects_and_apiservice() -> None:
-    objs = hpa_objects.adapter_objects(SPEC, "harness-r1", "utilization", b"C", b"K", "tok")
+    objs = hpa_objects.adapter_objects(SPEC, "harness-r1", "utilization", b"C", b"K", "tok",
+                                       "harness-base:bookworm")
     kinds = [o["kind"] for _, o in objs]
     assert kinds == ["Secret", "ConfigMap", "Pod", "Service"]
     assert all(o["metadata"]["labels"]["harness.run"] == "r1" for _, o in objs)
@@ -262,9 +263,9 @@ def test_sync_row_from_status() -> None:
                   {"type": "AbleToScale", "status": "True", "reason": "SucceededRescale"},
                   {"type": "ScalingActive", "status": "True", "reason": "ValidMetricFound"},
                   {"type": "ScalingLimited", "status": "True", "reason": "ScaleUpLimit"}]}
-    pods = [PodSeen("a", "Running", True, False), PodSeen("b", "Running", True, False),
-            PodSeen("c", "Running", True, False), PodSeen("d", "Pending", False, False),
-            PodSeen("e", "Running", True, True)]
+    pods = [PodSeen("a", "Running", False), PodSeen("b", "Running", False),
+            PodSeen("c", "Running", False), PodSeen("d", "Pending", False),
+            PodSeen("e", "Running", True)]
     read = {"t": 5.0, "served": {"a": 1100, "b": 1000}}
     row = sync_row(read, 12.5, status, pods, 0.6, ["SuccessfulRescale: New size: 4"])
     assert row["metric_values"] == "a=1.1;b=1.0;c=missing;d=unready"
@@ -283,7 +284,7 @@ def test_sync_row_from_status() -> None:
 
 
 def test_classify_and_integer_mean() -> None:
-    assert classify([PodSeen("x", "Failed", False, False)], {}) == {}
+    assert classify([PodSeen("x", "Failed", False)], {}) == {}
     assert served_mean_milli({"a": 601, "b": 600}) == 600  # int64 division, as the HPA
     assert served_mean_milli({}) is None
 

@@ -29,9 +29,6 @@ APISERVICE_NAME = f"{VERSION}.{GROUP}"
 APISERVICE_PATH = f"/apis/apiregistration.k8s.io/v1/apiservices/{APISERVICE_NAME}"
 SCRIPT = Path(__file__).with_name("metrics_adapter.py")
 MOUNT_CODE, MOUNT_TLS = "/adapter", "/tls"
-# the adapter runs on the harness's base image (python3, standard library only);
-# RealHpa uses HARNESS_BASE_IMAGE instead when it is set
-DEFAULT_ADAPTER_IMAGE = "harness-base:bookworm"
 
 
 def quantity(value: float) -> str:
@@ -81,10 +78,11 @@ def service_hosts(service: str, namespace: str) -> list[str]:
 
 
 def adapter_objects(spec: DeploySpec, namespace: str, metric: str, cert_pem: bytes,
-                    key_pem: bytes, token: str, image: str = DEFAULT_ADAPTER_IMAGE,
+                    key_pem: bytes, token: str, image: str,
                     pull_policy: manifests.PullPolicy = "Never", api_host: str = ""
                     ) -> list[tuple[str, dict[str, Any]]]:
     """(collection path, object) in creation order: Secret, ConfigMap, Pod, Service.
+    ``image``: one with python3 (the harness's base image: RealHpa resolves it).
     ``api_host``: the API server's host name as the harness addresses it (its pod proxy
     passes that Host header on with the harness's pushes)."""
     n = adapter_names(spec)

@@ -42,9 +42,11 @@ from harness.autoscale.spec import AutoscalerSpec
 from harness.clock import Clock
 from harness.deploy.base import ReplicaState
 from harness.errors import DeployError
+from harness.platforms.docker.image_recipe import image_ref
 from harness.platforms.kubernetes import hpa_objects, manifests
 from harness.platforms.kubernetes.client import KubeApiError, KubeClient, path_of
 from harness.platforms.kubernetes.metrics_adapter import PUSH_PATH
+from harness.platforms.kubernetes.pods import parse_time
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +87,6 @@ def served_mean_milli(served: dict[str, int]) -> int | None:
 class PodSeen:
     name: str
     phase: str
-    started: bool  # the container runs (a replica in the harness's sense)
     deleting: bool
 
 
@@ -166,8 +167,6 @@ class RealHpa:
     def __init__(self, client: KubeClient, deploy_spec: Any, namespace: str, deployment: str,
                  spec: AutoscalerSpec, *, image: str | None = None,
                  pull_policy: manifests.PullPolicy = "Never") -> None:
-        from harness.platforms.docker.image_recipe import image_ref
-
         self.client, self.deploy_spec, self.namespace = client, deploy_spec, namespace
         self.deployment, self.spec = deployment, spec
         # the harness's base image as this host has it (HARNESS_BASE_IMAGE may name another
@@ -253,8 +252,6 @@ class RealHpa:
         (events carry whole seconds)."""
         doc = self.client.get(path_of("api", "v1", "namespaces", self.namespace, "events"),
                               fieldSelector=f"involvedObject.name={self.hpa_name}")
-        from harness.platforms.kubernetes.pods import parse_time
-
         out = []
         for ev in (doc or {}).get("items") or []:
             t = parse_time(ev.get("lastTimestamp") or ev.get("eventTime"))
@@ -284,7 +281,6 @@ class HpaLoop:
         self.labels = manifests.trial_labels(hpa.deploy_spec, "app")
         self.next_seq = 0
         self.pending: deque[dict[str, Any]] = deque()
-        self.syncs = 0
 
     def _values(self) -> list[dict[str, Any]]:
         ready = [r for r in self.deployer.replicas() if r.state == ReplicaState.READY]
@@ -302,8 +298,7 @@ class HpaLoop:
             if deleted:
                 pods.pop(p.name, None)
             else:
-                pods[p.name] = PodSeen(p.name, p.phase, p.container_state == "running",
-                                       p.deleting)
+                pods[p.name] = PodSeen(p.name, p.phase, p.deleting)
         return list(pods.values())
 
     def _is_ours(self, read: dict[str, Any]) -> bool:
@@ -349,7 +344,6 @@ class HpaLoop:
                 events = self.hpa.events_since(t_wall)
         row = sync_row(read, t_mono - self.t0, status, self._pods_at(t_wall),
                        self.hpa.spec.target, events)
-        self.syncs += 1
         if row["desired"] is not None:
             self.deployer.observe_scale(row["desired"], "kubernetes-hpa", at_wall=t_wall)
         self.on_decision(row)
