@@ -15,13 +15,18 @@ The demo's load (100 → 400 → 100 req/s for 30 / 50 / 40 s, a crash at 95 s) 
 - predictive-fast: Holt's linear trend on lb_rps (lead measured in the run), same settings
 - lb-queue-fast:   the HPA on HAProxy's queue + open sessions per ready replica (target
                    2.8 = 0.7 × 4 worker slots), same settings
+- lb-rps-headroom, predictive-headroom: lb-rps-fast and predictive-fast never going below
+                   the 3 replicas every strategy starts with (min_replicas 3, not 2): the
+                   base load then runs at 0.42 of capacity, and a spike meets 240 req/s of
+                   capacity instead of 160 and needs 5 new replicas instead of 6
 - fixed-peak:      a fixed deployment sized for the peak the way the autoscalers size it:
                    ceil(400 req/s ÷ (80 req/s × 0.6)) = 9 replicas, no autoscaler — the
                    cost yardstick (its replica-seconds are 9 × the measured window)
 
 For each: time from the spike's start until the SLO held again (recovery_s of the spike
-disturbance), failed requests and replica-seconds, as mean with a 95 % bootstrap interval
-over the repetitions (harness.analysis.aggregate), and the two ratios issue #17 asks for:
+disturbance), failed requests and replica-seconds, as mean with a 95 % interval over
+the repetitions (harness.analysis.aggregate: Student-t below 30 trials, the expanded
+bootstrap from 30), and the two ratios issue #17 asks for:
 recovery ÷ hpa-defaults' and replica-seconds ÷ fixed-peak's. Sim figures are the model's.
 """
 
@@ -72,8 +77,9 @@ PEAK_REPLICAS = math.ceil(PEAK_RPS / (REPLICA_RPS * TARGET))
 FAST_TARGET = 0.7  # the new options run their replicas a little hotter (still ≤ 0.7)
 
 
-def _fast(policy: str, metric: str, target: float) -> dict[str, Any]:
-    return {**_auto(policy, metric, target, 1, FAST), "window_s": 3}
+def _fast(policy: str, metric: str, target: float, min_replicas: int = 2) -> dict[str, Any]:
+    return {**_auto(policy, metric, target, 1, FAST), "window_s": 3,
+            "min_replicas": min_replicas}
 
 
 STRATEGIES: list[dict[str, Any]] = [
@@ -87,6 +93,11 @@ STRATEGIES: list[dict[str, Any]] = [
      "autoscaler": _fast("predictive", "lb_rps", FAST_TARGET * REPLICA_RPS)},
     {"name": "lb-queue-fast", "kind": "orchestrated", "replicas": 3,
      "autoscaler": _fast("hpa", "lb_queue", FAST_TARGET * 4)},
+    # headroom: the same, never below the 3 replicas every strategy starts with
+    {"name": "lb-rps-headroom", "kind": "orchestrated", "replicas": 3,
+     "autoscaler": _fast("hpa", "lb_rps", FAST_TARGET * REPLICA_RPS, min_replicas=3)},
+    {"name": "predictive-headroom", "kind": "orchestrated", "replicas": 3,
+     "autoscaler": _fast("predictive", "lb_rps", FAST_TARGET * REPLICA_RPS, min_replicas=3)},
     {"name": "fixed-peak", "kind": "orchestrated", "replicas": PEAK_REPLICAS},
 ]
 
@@ -137,18 +148,19 @@ def main() -> int:
         out[s] = {m: {k: _f(rows.loc[c, k]) for k in ("mean", "ci_lo", "ci_hi", "n_valid",
                                                        "n_missing")}
                   for m, c in zip(METRICS, (col, "failures", "replica_seconds"), strict=True)}
+    methods = ", ".join(sorted(set(agg["ci_method"].dropna().astype(str))))
     print(f"spike demo on {args.platform}, {args.repetitions} repetitions; mean [95 % "
-          f"bootstrap CI]; recovery = {col} (not recovered trials left out, counted)")
+          f"interval: {methods}]; recovery = {col} (not recovered trials left out, counted)")
     base = (out.get("hpa-defaults") or {}).get("recovery_s", {}).get("mean")
     peak = (out.get("fixed-peak") or {}).get("replica_seconds", {}).get("mean")
-    print(f"{'strategy':<16}{'recovery s':>24}{'failed requests':>28}{'replica-s':>24}"
+    print(f"{'strategy':<20}{'recovery s':>24}{'failed requests':>28}{'replica-s':>24}"
           f"{'rec ÷ defaults':>16}{'rs ÷ fixed':>12}")
     for s, figs in out.items():
         cells = [_cell(figs[m]) for m in METRICS]
         rec, rs = figs["recovery_s"]["mean"], figs["replica_seconds"]["mean"]
         r1 = f"{rec / base:.2f}" if rec is not None and base else "–"
         r2 = f"{rs / peak:.2f}" if rs is not None and peak else "–"
-        print(f"{s:<16}{cells[0]:>24}{cells[1]:>28}{cells[2]:>24}{r1:>16}{r2:>12}")
+        print(f"{s:<20}{cells[0]:>24}{cells[1]:>28}{cells[2]:>24}{r1:>16}{r2:>12}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2), encoding="utf-8")
     return 0
