@@ -54,9 +54,10 @@ TUNED_BEHAVIOR = {"scale_down": {"stabilization_window_s": 20}}
 
 
 def _auto(policy: str, metric: str, target: float, interval_s: float,
-          behavior: dict[str, Any] | None) -> dict[str, Any]:
+          behavior: dict[str, Any] | None, min_replicas: int = 2) -> dict[str, Any]:
     a: dict[str, Any] = {"policy": policy, "metric": metric, "target": target,
-                         "min_replicas": 2, "max_replicas": 12, "interval_s": interval_s}
+                         "min_replicas": min_replicas, "max_replicas": 12,
+                         "interval_s": interval_s}
     if behavior is not None:
         a["behavior"] = behavior
     return a
@@ -78,8 +79,7 @@ FAST_TARGET = 0.7  # the new options run their replicas a little hotter (still â
 
 
 def _fast(policy: str, metric: str, target: float, min_replicas: int = 2) -> dict[str, Any]:
-    return {**_auto(policy, metric, target, 1, FAST), "window_s": 3,
-            "min_replicas": min_replicas}
+    return {**_auto(policy, metric, target, 1, FAST, min_replicas), "window_s": 3}
 
 
 STRATEGIES: list[dict[str, Any]] = [
