@@ -19,6 +19,10 @@ The demo's load (100 → 400 → 100 req/s for 30 / 50 / 40 s, a crash at 95 s) 
                    the 3 replicas every strategy starts with (min_replicas 3, not 2): the
                    base load then runs at 0.42 of capacity, and a spike meets 240 req/s of
                    capacity instead of 160 and needs 5 new replicas instead of 6
+- lb-rps-quick, predictive-quick: lb-rps-fast and predictive-fast seeing the spike sooner:
+                   Prometheus scrapes HAProxy 4× a second (scrape_interval_s 0.25; the
+                   replicas stay at 1 s), a 1 s rate window instead of 3 s, a sync every
+                   0.5 s
 - fixed-peak:      a fixed deployment sized for the peak the way the autoscalers size it:
                    ceil(400 req/s ÷ (80 req/s × 0.6)) = 9 replicas, no autoscaler — the
                    cost yardstick (its replica-seconds are 9 × the measured window)
@@ -82,6 +86,11 @@ def _fast(policy: str, metric: str, target: float, min_replicas: int = 2) -> dic
     return {**_auto(policy, metric, target, 1, FAST, min_replicas), "window_s": 3}
 
 
+def _quick(policy: str, metric: str, target: float) -> dict[str, Any]:
+    return {**_auto(policy, metric, target, 0.5, FAST), "window_s": 1,
+            "scrape_interval_s": 0.25}
+
+
 STRATEGIES: list[dict[str, Any]] = [
     {"name": "hpa-defaults", "kind": "orchestrated", "replicas": 3,
      "autoscaler": _auto("hpa", "utilization", TARGET, 15, None)},
@@ -98,6 +107,11 @@ STRATEGIES: list[dict[str, Any]] = [
      "autoscaler": _fast("hpa", "lb_rps", FAST_TARGET * REPLICA_RPS, min_replicas=3)},
     {"name": "predictive-headroom", "kind": "orchestrated", "replicas": 3,
      "autoscaler": _fast("predictive", "lb_rps", FAST_TARGET * REPLICA_RPS, min_replicas=3)},
+    # quick: HAProxy scraped 4× a second, a 1 s rate window, a sync every 0.5 s
+    {"name": "lb-rps-quick", "kind": "orchestrated", "replicas": 3,
+     "autoscaler": _quick("hpa", "lb_rps", FAST_TARGET * REPLICA_RPS)},
+    {"name": "predictive-quick", "kind": "orchestrated", "replicas": 3,
+     "autoscaler": _quick("predictive", "lb_rps", FAST_TARGET * REPLICA_RPS)},
     {"name": "fixed-peak", "kind": "orchestrated", "replicas": PEAK_REPLICAS},
 ]
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.autoscale.external import ControlLoop
+from harness.autoscale.metrics import scrape_options
 from harness.autoscale.source import MetricSource
 from harness.clock import Clock, RealClock
 from harness.deploy.base import (
@@ -40,6 +41,7 @@ def make_deployer(plat: Platform, strategy: Strategy, spec: DeploySpec,
     from harness.deploy import registry
 
     extra: dict[str, Any] = {"emit_replica_events": False} if plat.name == "local" else {}
+    extra.update(scrape_options(strategy.autoscaler))
     extra.update(plat.deploy_options)
     return registry.create(plat.name, strategy.kind, spec=spec, on_event=on_event,
                            clock=clock,

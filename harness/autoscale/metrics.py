@@ -87,6 +87,21 @@ def backend_level(spec: AutoscalerSpec) -> bool:
     return isinstance(m, str) and PRESETS[m].scope == "backend"
 
 
+def scrape_options(spec: AutoscalerSpec | None) -> dict[str, float]:
+    """The deployer options that make the trial's Prometheus scrape what this autoscaler
+    reads at its ``scrape_interval_s``: HAProxy's exporter for a backend-level preset, the
+    replicas for the others, both for a custom PromQL (it may read either). {}: the
+    platform's own pace. Deployers take the ones they declare (harness/deploy/registry.py)."""
+    if spec is None or spec.scrape_interval_s is None:
+        return {}
+    every = spec.scrape_interval_s
+    if isinstance(spec.metric, CustomMetric):
+        return {"scrape_interval_s": every, "lb_scrape_interval_s": every}
+    if backend_level(spec):
+        return {"lb_scrape_interval_s": every}
+    return {"scrape_interval_s": every}
+
+
 def window_text(window_s: float) -> str:
     ms = max(1, round(window_s * 1000))
     return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"

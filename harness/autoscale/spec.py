@@ -37,6 +37,10 @@ PolicyName = Literal["hpa", "kubernetes-hpa", "predictive", "step", "target-trac
 EXTERNAL_POLICIES = ("kubernetes-hpa",)
 # = sorted(metrics.PRESETS), tested
 MetricPreset = Literal["cpu", "latency_p95_ms", "lb_queue", "lb_rps", "rps", "utilization"]
+# the presets computed as a rate of counters over window_s (harness/autoscale/metrics.py)
+RATE_PRESETS = ("cpu", "latency_p95_ms", "lb_rps", "rps")
+# every platform's Prometheus scrapes at this interval unless scrape_interval_s says
+DEFAULT_SCRAPE_INTERVAL_S = 1.0
 
 
 class _Strict(BaseModel):
@@ -219,7 +223,17 @@ class AutoscalerSpec(_Strict):
     tolerance: float = Field(0.1, ge=0, lt=1, description="no change while |metric/target "
                                                            "− 1| ≤ tolerance")
     window_s: float = Field(10, ge=1, le=600, description="rate / quantile window of the "
-                                                          "metric presets")
+                                                          "metric presets; the rates (rps, "
+                                                          "lb_rps, cpu, latency_p95_ms) need "
+                                                          "two scrapes in it: ≥ 2 × "
+                                                          "scrape_interval_s")
+    scrape_interval_s: float | None = Field(
+        None, ge=0.1, le=60,
+        description="how often Prometheus scrapes what the metric reads: HAProxy's exporter "
+                    "for lb_rps / lb_queue, every replica for the other presets, both for a "
+                    "custom PromQL (default: the platform's 1 s). Scraping the one load "
+                    "balancer 4× a second costs little and lets a 1 s window_s see a spike "
+                    "about a second sooner")
     behavior: Behavior = Field(default_factory=Behavior, description="hpa and predictive "
                                                                      "policies only")
     step: StepSpec | None = Field(None, description="step policy options")
@@ -238,6 +252,14 @@ class AutoscalerSpec(_Strict):
                              f"{self.policy}")
         if self.policy == "kubernetes-hpa":
             self._fits_the_hpa_object()
+        scrape = self.scrape_interval_s or DEFAULT_SCRAPE_INTERVAL_S
+        if self.metric in RATE_PRESETS and self.window_s < 2 * scrape - 1e-9:
+            # rate() and histogram_quantile(rate()) need two samples inside the window;
+            # with one the metric is missing at every sync and the autoscaler never acts
+            raise ValueError(f"window_s {self.window_s:g} holds fewer than two scrapes "
+                             f"{scrape:g} s apart; metric {self.metric} is a rate over the "
+                             f"window: make window_s ≥ {2 * scrape:g} or scrape_interval_s "
+                             f"≤ {self.window_s / 2:g}")
         if self.predictive is not None and self.policy != "predictive":
             raise ValueError(f"'predictive' options given but policy is {self.policy}")
         if self.step is not None and self.policy != "step":

@@ -26,22 +26,34 @@ PORT = 9090  # inside the container
 CONFIG_DIR = "/etc/prometheus"  # the image reads prometheus.yml from here
 
 
+def timing(scrape_interval_s: float) -> dict[str, str]:
+    """scrape_interval and scrape_timeout of a job (or of `global`)."""
+    return {"scrape_interval": f"{max(1, round(scrape_interval_s * 1000))}ms",
+            # a scrape must end before the next one starts; 80 % of the interval leaves room
+            "scrape_timeout": f"{max(1, round(scrape_interval_s * 800))}ms"}
+
+
+def lb_job_timing(lb_scrape_interval_s: float | None) -> dict[str, str]:
+    """The HAProxy job's own timing when it is scraped at another pace than the replicas
+    (an autoscaler's scrape_interval_s on an lb_* metric, docs/scenario.md); {}: global."""
+    return {} if lb_scrape_interval_s is None else timing(lb_scrape_interval_s)
+
+
 def render_config(*, app_dns_name: str, app_port: int, lb_target: str,
                   metrics_path: str = "/metrics", scrape_interval_s: float = 1.0,
+                  lb_scrape_interval_s: float | None = None,
                   sd_refresh_s: float = 1.0) -> str:
     """prometheus.yml text (pure; tests run `promtool check config` on it)."""
-    interval = f"{max(1, round(scrape_interval_s * 1000))}ms"
-    # a scrape must end before the next one starts; 80 % of the interval leaves room
-    timeout = f"{max(1, round(scrape_interval_s * 800))}ms"
+    glob = timing(scrape_interval_s)
     refresh = f"{max(1, round(sd_refresh_s * 1000))}ms"
     cfg: dict[str, Any] = {
-        "global": {"scrape_interval": interval, "scrape_timeout": timeout,
-                   "evaluation_interval": interval},
+        "global": {**glob, "evaluation_interval": glob["scrape_interval"]},
         "scrape_configs": [
             {"job_name": APP_JOB, "metrics_path": metrics_path,
              "dns_sd_configs": [{"names": [app_dns_name], "type": "A", "port": app_port,
                                  "refresh_interval": refresh}]},
             {"job_name": LB_JOB, "metrics_path": "/metrics",
+             **lb_job_timing(lb_scrape_interval_s),
              "static_configs": [{"targets": [lb_target]}]},
         ],
     }

@@ -79,11 +79,12 @@ _KUBERNETES_OPTIONS = frozenset({
 _LOCAL_OPTIONS = frozenset({
     "restart_delay_s", "haproxy_bin", "prometheus_bin", "workdir", "use_prometheus",
     "max_replicas", "deploy_timeout_s", "balance", "server_timeout_s", "keep_workdir",
-    "emit_replica_events"})
+    "emit_replica_events", "scrape_interval_s", "lb_scrape_interval_s"})
 # harness/platforms/docker/docker_common.py, DockerDeployerBase.__init__
 _DOCKER_COMMON = frozenset({
     "lb_image", "prometheus_image", "deploy_timeout_s", "workdir_root", "haproxy_settings",
-    "scrape_interval_s", "prober_image", "registry", "keep_metrics_dir"})
+    "scrape_interval_s", "lb_scrape_interval_s", "prober_image", "registry",
+    "keep_metrics_dir"})
 
 DEPLOYERS: dict[tuple[str, str], Registration] = {
     ("docker", "manual"): Registration(_docker_manual, _DOCKER_COMMON | {"spare_slots"}),

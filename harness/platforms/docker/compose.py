@@ -63,7 +63,8 @@ def project_name(run_id: str, trial_id: str) -> str:
 
 def write_configs(directory: Path, spec: DeploySpec,
                   settings: haproxy.HAProxySettings | None = None,
-                  scrape_interval_s: float = 1.0) -> None:
+                  scrape_interval_s: float = 1.0,
+                  lb_scrape_interval_s: float | None = None) -> None:
     """haproxy/haproxy.cfg, prometheus/prometheus.yml and app.env for one project."""
     (directory / "haproxy").mkdir(parents=True, exist_ok=True)
     (directory / "prometheus").mkdir(parents=True, exist_ok=True)
@@ -74,7 +75,8 @@ def write_configs(directory: Path, spec: DeploySpec,
                prometheus.render_config(app_dns_name=SERVICE, app_port=spec.app.port,
                                         lb_target=f"{LB_ALIAS}:{haproxy.STATS_PORT}",
                                         metrics_path=spec.app.metrics_path,
-                                        scrape_interval_s=scrape_interval_s))
+                                        scrape_interval_s=scrape_interval_s,
+                                        lb_scrape_interval_s=lb_scrape_interval_s))
     write_text(directory / "app.env",
                "".join(f"{k}={v}\n" for k, v in sorted(app_env(spec).items())))
 
@@ -131,7 +133,8 @@ class ComposeDeployer(DockerDeployerBase):
     # ── Deployer hooks ─────────────────────────────────────────────────────────────
     def _deploy(self) -> None:
         assert self.workdir is not None
-        write_configs(self.workdir, self.spec, self.haproxy_settings, self.scrape_interval_s)
+        write_configs(self.workdir, self.spec, self.haproxy_settings, self.scrape_interval_s,
+                      self.lb_scrape_interval_s)
         self._api = haproxy.RuntimeAPI(self.workdir / "haproxy-run" / haproxy.SOCKET_NAME)
         self.compose("up", "-d", "--no-recreate", "--scale",
                      f"{SERVICE}={self.spec.replicas}")

@@ -46,7 +46,8 @@ class AuxServices:
                                             app_port=self.spec.app.port,
                                             lb_target=lb_target,
                                             metrics_path=self.spec.app.metrics_path,
-                                            scrape_interval_s=self.scrape_interval_s))
+                                            scrape_interval_s=self.scrape_interval_s,
+                                            lb_scrape_interval_s=self.lb_scrape_interval_s))
 
     def _lb_mounts(self) -> dict[str, dict[str, str]]:
         assert self.workdir is not None

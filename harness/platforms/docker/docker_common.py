@@ -90,6 +90,7 @@ class DockerDeployerBase(AuxServices, DeploysOnce):
                  deploy_timeout_s: float = 90.0, workdir_root: Path = WORKDIR_ROOT,
                  haproxy_settings: haproxy.HAProxySettings | None = None,
                  scrape_interval_s: float = 1.0,
+                 lb_scrape_interval_s: float | None = None,
                  prober_image: str | None = None,
                  registry: str | None = None,
                  keep_metrics_dir: Path | None = None) -> None:
@@ -123,6 +124,8 @@ class DockerDeployerBase(AuxServices, DeploysOnce):
         self.haproxy_settings = haproxy_settings or haproxy.HAProxySettings(
             ready_path=spec.app.ready_path)
         self.scrape_interval_s = scrape_interval_s
+        # HAProxy's exporter at its own pace (an autoscaler on lb_rps / lb_queue asks)
+        self.lb_scrape_interval_s = lb_scrape_interval_s
         self._status: StatusReader | None = None
         self._lock = threading.RLock()
         self._snap_lock = threading.Lock()

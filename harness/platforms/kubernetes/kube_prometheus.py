@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from harness.deploy.prometheus import timing
 from harness.fsutil import atomic_write
 from harness.platforms.kubernetes.kubeconfig import KubeConfig
 
@@ -79,12 +80,9 @@ def write_targets(path: Path, groups: list[dict[str, Any]]) -> None:
 def render_config(*, targets_file: Path, auth: dict[str, Any], scheme: str = "https",
                   scrape_interval_s: float = 1.0) -> str:
     """prometheus.yml text (pure; tests run `promtool check config` on it)."""
-    interval = f"{max(1, round(scrape_interval_s * 1000))}ms"
-    # a scrape must end before the next one starts; 80 % of the interval leaves room
-    timeout = f"{max(1, round(scrape_interval_s * 800))}ms"
+    glob = timing(scrape_interval_s)
     cfg: dict[str, Any] = {
-        "global": {"scrape_interval": interval, "scrape_timeout": timeout,
-                   "evaluation_interval": interval},
+        "global": {**glob, "evaluation_interval": glob["scrape_interval"]},
         "scrape_configs": [{
             "job_name": APP_JOB, "scheme": scheme,
             "file_sd_configs": [{"files": [str(targets_file)], "refresh_interval": "1s"}],

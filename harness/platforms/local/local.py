@@ -97,7 +97,9 @@ class LocalDeployer(ReplicaSupervisor, DeploysOnce):
                  max_replicas: int = REAL_PLATFORM_MAX_REPLICAS,
                  deploy_timeout_s: float = 30.0, balance: str = "leastconn",
                  server_timeout_s: float = 5.0, keep_workdir: bool = False,
-                 emit_replica_events: bool = False, client: Any = None) -> None:
+                 emit_replica_events: bool = False, client: Any = None,
+                 scrape_interval_s: float = 1.0,
+                 lb_scrape_interval_s: float | None = None) -> None:
         """`haproxy_bin`/`prometheus_bin` default to what `shutil.which` finds; with no
         Prometheus binary (or `use_prometheus=False`) `prometheus_url()` is None and the
         autoscaler scrapes replicas directly (`metrics_targets()`). `workdir` is the
@@ -128,6 +130,10 @@ class LocalDeployer(ReplicaSupervisor, DeploysOnce):
         self.server_timeout_s = server_timeout_s
         self.keep_workdir = keep_workdir
         self.emit_replica_events = emit_replica_events
+        # Prometheus' pace for the replicas and for HAProxy (an autoscaler's
+        # scrape_interval_s, harness/autoscale/metrics.py scrape_options)
+        self.scrape_interval_s = scrape_interval_s
+        self.lb_scrape_interval_s = lb_scrape_interval_s
         self.command: tuple[str, ...] = tuple(spec.app.command or default_command())
 
         self._lock = threading.RLock()
@@ -213,7 +219,9 @@ class LocalDeployer(ReplicaSupervisor, DeploysOnce):
             cfg = self.root / "prometheus.yml"
             cfg.write_text(local_prometheus.render_config(
                 targets_file=targets, exporter_port=self._exporter_port,
-                metrics_path=self.spec.app.metrics_path))
+                metrics_path=self.spec.app.metrics_path,
+                scrape_interval_s=self.scrape_interval_s,
+                lb_scrape_interval_s=self.lb_scrape_interval_s))
             (self.root / "prometheus-data").mkdir()
             self._prometheus = self._spawn_aux(
                 local_prometheus.command(self.prometheus_bin, config_file=cfg,

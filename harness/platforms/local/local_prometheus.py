@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from harness.deploy.prometheus import lb_job_timing, timing
 from harness.fsutil import atomic_write
 
 APP_JOB = "app"
@@ -27,18 +28,17 @@ LB_JOB = "haproxy"
 
 
 def render_config(*, targets_file: Path, exporter_port: int, metrics_path: str = "/metrics",
-                  scrape_interval_s: float = 1.0) -> str:
-    """prometheus.yml text (pure)."""
-    interval = f"{max(1, round(scrape_interval_s * 1000))}ms"
-    # A scrape must end before the next one starts; 80 % of the interval leaves room.
-    timeout = f"{max(1, round(scrape_interval_s * 800))}ms"
+                  scrape_interval_s: float = 1.0,
+                  lb_scrape_interval_s: float | None = None) -> str:
+    """prometheus.yml text (pure); the timing is the docker platform's (prometheus.py)."""
+    glob = timing(scrape_interval_s)
     cfg = {
-        "global": {"scrape_interval": interval, "scrape_timeout": timeout,
-                   "evaluation_interval": interval},
+        "global": {**glob, "evaluation_interval": glob["scrape_interval"]},
         "scrape_configs": [
             {"job_name": APP_JOB, "metrics_path": metrics_path,
              "file_sd_configs": [{"files": [str(targets_file)], "refresh_interval": "1s"}]},
             {"job_name": LB_JOB, "metrics_path": "/metrics",
+             **lb_job_timing(lb_scrape_interval_s),
              "static_configs": [{"targets": [f"127.0.0.1:{exporter_port}"]}]},
         ],
     }

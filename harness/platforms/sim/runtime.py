@@ -11,6 +11,7 @@ tick's arrivals. A second's row is written once the clock passed its end.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 from typing import Any
@@ -60,6 +61,12 @@ class SimRuntime:
         from harness.load.runner import LoadSpec
 
         self.params = params or SimParams()
+        auto = strategy.autoscaler
+        if auto is not None and auto.scrape_interval_s is not None:
+            # the model's one Prometheus feeds only the autoscaler's metric, so the pace the
+            # autoscaler asks of that metric's job is the model's scrape pace
+            self.params = dataclasses.replace(self.params,
+                                              scrape_interval_s=auto.scrape_interval_s)
         self.loaded, self.strategy, self.trial = loaded, strategy, trial
         sc = loaded.scenario
         self.load = LoadSpec.from_scenario(loaded, base_url="http://127.0.0.1:0", workers=0,
