@@ -32,7 +32,7 @@ def test_version_1_events_are_upgraded_on_load(tmp_path: Path) -> None:
     (tmp_path / "run.json").write_text(json.dumps({"schema_version": 1, "run_id": "old"}))
     ev = load_run(tmp_path).events
     assert list(ev.columns)[:len(names(EVENTS))] == names(EVENTS)
-    rows = ev[["kind", "stage", "rps", "ramp_s", "action", "outcome"]].fillna("")
+    rows = ev[["kind", "stage", "rps", "ramp_s", "action", "outcome"]].astype(object).fillna("")
     assert rows.values.tolist() == [
         ["load_stage", "warmup", 100.0, "", "", ""],
         ["load_stage", "0", 100.0, 0.0, "", ""],
