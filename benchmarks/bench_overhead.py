@@ -4,7 +4,7 @@ per request under load split by process group.
     .venv/bin/python benchmarks/bench_overhead.py [--kinds manual,compose,orchestrated]
         [--sizes 1,10,30] [--readiness prober,exec] [--settle-s 5] [--measure-s 10]
     .venv/bin/python benchmarks/bench_overhead.py --load-rps 400 --load-replicas 9
-        [--kinds orchestrated] [--load-s 20]
+        [--kinds orchestrated] [--load-s 20] [--lb-scrape-s 1,0.25]
 
 Under load (`--load-rps`): the real deployer with N replicas, the real load generator
 (the Locust child process, `harness.load.runner.LoadRun`) at a fixed rate, CPU measured
@@ -157,8 +157,8 @@ def self_seconds() -> float:
     return t.user + t.system
 
 
-def under_load(client: Any, kind: str, n: int, rps: float, load_s: float
-               ) -> tuple[dict[str, float], float]:
+def under_load(client: Any, kind: str, n: int, rps: float, load_s: float,
+               lb_scrape_s: float | None = None) -> tuple[dict[str, float], float]:
     """(cores per group over the middle of the load, ok requests per second)."""
     from harness.load.profile import Profile
     from harness.load.runner import LoadRun, LoadSpec
@@ -167,7 +167,7 @@ def under_load(client: Any, kind: str, n: int, rps: float, load_s: float
     spec = DeploySpec(run_id=run_id, trial_id=f"{kind}-{n}",
                       app=AppSpec(env=APP_ENV), replicas=n)
     d = create("docker", kind, client=client, spec=spec, on_event=lambda e: None,
-               clock=RealClock(), spare_slots=max(20, n))
+               clock=RealClock(), spare_slots=max(20, n), lb_scrape_interval_s=lb_scrape_s)
     ok: list[int] = []
     try:
         d.deploy()
@@ -197,12 +197,13 @@ HARNESS_MADE = ("lb", "prometheus", "prober", "docker", "docker-proxy", "harness
 
 
 def report_load(kind: str, n: int, rps: float, groups: dict[str, float],
-                served: float) -> None:
+                served: float, lb_scrape_s: float | None = None) -> None:
     cores = os.cpu_count() or 1
     made = sum(groups.get(k, 0.0) for k in HARNESS_MADE)
     per_req = {k: (v / served * 1000 if served else float("nan"))
                for k, v in sorted(groups.items())}
-    print(f"load {kind:13} {n:2} replicas at {rps:g} req/s (served {served:.0f}/s): "
+    pace = "" if lb_scrape_s is None else f", HAProxy scraped every {lb_scrape_s:g} s"
+    print(f"load {kind:13} {n:2} replicas at {rps:g} req/s (served {served:.0f}/s{pace}): "
           f"harness-made {made:.3f} cores = {100 * made / cores:.0f} % of {cores} cores",
           flush=True)
     print("  CPU ms per request: " + "  ".join(f"{k} {v:.3f}" for k, v in per_req.items()),
@@ -220,12 +221,21 @@ def main(argv: list[str] | None = None) -> int:
                     help="measure under this load instead of idle")
     ap.add_argument("--load-replicas", type=int, default=9)
     ap.add_argument("--load-s", type=float, default=20.0)
+    ap.add_argument("--lb-scrape-s", default="",
+                    help="under load: HAProxy's scrape interval(s) to compare side by side, "
+                         "e.g. 1,0.25 (an lb_* autoscaler's scrape_interval_s); default: "
+                         "the platform's")
     a = ap.parse_args(argv)
     client = docker_client(timeout_s=120)
     if a.load_rps is not None:
+        paces = [float(v) for v in a.lb_scrape_s.split(",") if v] or [None]
         for kind in a.kinds.split(","):
-            groups, served = under_load(client, kind, a.load_replicas, a.load_rps, a.load_s)
-            report_load(kind, a.load_replicas, a.load_rps, groups, served)
+            for pace in paces:
+                groups, served = under_load(client, kind, a.load_replicas, a.load_rps,
+                                            a.load_s, pace)
+                report_load(kind, a.load_replicas, a.load_rps, groups, served, pace)
+                print("  cores: " + "  ".join(f"{k} {v:.3f}" for k, v in
+                                             sorted(groups.items())), flush=True)
         return 0
     sizes = sorted(int(s) for s in a.sizes.split(","))
     for readiness in a.readiness.split(","):

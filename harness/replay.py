@@ -27,7 +27,7 @@ from pathlib import Path
 from harness.autoscale.controller import DecisionRow
 from harness.autoscale.registry import POLICIES, make_policy
 from harness.autoscale.replay import CAVEAT, cell_int, replay_rows, spec_for
-from harness.autoscale.spec import EXTERNAL_POLICIES, AutoscalerSpec
+from harness.autoscale.spec import EXTERNAL_POLICIES, RECORDED, AutoscalerSpec
 from harness.errors import HarnessError
 from harness.record.schema import DECISIONS, names
 from harness.record.writer import _cell
@@ -53,7 +53,8 @@ def _specs(run_dir: Path) -> dict[str, AutoscalerSpec]:
     out: dict[str, AutoscalerSpec] = {}
     for s in strategies:
         if isinstance(s, dict) and s.get("autoscaler"):
-            out[str(s["name"])] = AutoscalerSpec.model_validate(s["autoscaler"])
+            out[str(s["name"])] = AutoscalerSpec.model_validate(s["autoscaler"],
+                                                                context=RECORDED)
     return out
 
 

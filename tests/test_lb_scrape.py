@@ -206,3 +206,22 @@ def test_a_docker_trials_prometheus_scrapes_haproxy_4x_a_second(
         assert app is not None and 3 <= app <= 5, app  # the replicas: 1 s
     finally:
         d.teardown()
+
+
+def test_a_run_recorded_before_the_rule_still_replays(tmp_path: Path) -> None:
+    """run.json of a run made before the two-scrape rule (a 1 s window, 1 s scrapes): the
+    new-run check must not make its results unreadable."""
+    import json
+
+    from harness.replay import replay_run
+
+    dec, _ = _run(tmp_path, "sim", [("base", 6, 100, None), ("spike", 6, 250, 1)])
+    run = tmp_path / "out" / "r"
+    meta = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    block = meta["scenario"]["strategies"][0]["autoscaler"]
+    del block["scrape_interval_s"]
+    with pytest.raises(ValidationError):
+        AutoscalerSpec.model_validate(block)  # a new run is refused …
+    (run / "run.json").write_text(json.dumps(meta), encoding="utf-8")
+    (track,) = replay_run(run, out=tmp_path / "rep", echo=lambda _: None)  # … old ones read
+    assert [int(d) for d in dec["desired"]] == [r["desired"] for r in track.replayed["hpa"]]

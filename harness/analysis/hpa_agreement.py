@@ -11,7 +11,7 @@ import pandas as pd
 
 from harness.analysis.rundata import RunData
 from harness.autoscale.agreement import REAL_POLICY, Agreement, check
-from harness.autoscale.spec import AutoscalerSpec
+from harness.autoscale.spec import RECORDED, AutoscalerSpec
 
 
 def _clean(v: Any) -> Any:
@@ -29,7 +29,7 @@ def agreements(data: RunData) -> list[tuple[str, int, Agreement]]:
         if a.get("policy") != REAL_POLICY:
             continue
         try:
-            spec = AutoscalerSpec.model_validate(a)
+            spec = AutoscalerSpec.model_validate(a, context=RECORDED)
         except ValueError:
             continue  # an edited run.json: nothing to check against
         mine = dec[(dec["strategy"] == s["name"]) & (dec["policy"] == REAL_POLICY)]

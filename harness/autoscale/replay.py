@@ -23,7 +23,7 @@ from typing import Any
 
 from harness.autoscale.base import Observation, Policy, PolicyState
 from harness.autoscale.controller import DecisionRow
-from harness.autoscale.spec import BEHAVIOR_POLICIES, AutoscalerSpec
+from harness.autoscale.spec import BEHAVIOR_POLICIES, RECORDED, AutoscalerSpec
 
 CAVEAT = ("replay is a what-if on recorded inputs: each decision sees the metric values and "
           "replica counts the run recorded, so it cannot show how the system would have "
@@ -126,4 +126,4 @@ def spec_for(recorded: AutoscalerSpec, policy: str | None = None,
             data.pop("behavior", None)
     if target is not None:
         data["target"] = target
-    return AutoscalerSpec.model_validate(data)
+    return AutoscalerSpec.model_validate(data, context=RECORDED)
