@@ -135,7 +135,12 @@ def main() -> int:
     ap.add_argument("--keep", type=Path, default=None,
                     help="keep the run folder here (default: a temporary one)")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--from", dest="from_run", type=Path, default=None,
+                    help="no new trials: the figures of a run this script kept (--keep "
+                         "DIR → DIR/bench-docker)")
     args = ap.parse_args()
+    if args.from_run is not None:
+        return figures(args.from_run, args.json)
     scenario = yaml.safe_load((ROOT / "spike.yaml").read_text(encoding="utf-8"))
     chosen = [st for st in STRATEGIES
               if not args.strategies or st["name"] in args.strategies.split(",")]
@@ -153,17 +158,26 @@ def main() -> int:
         if code not in (0, 1):
             print(f"run failed with exit code {code}", file=sys.stderr)
             return code
-        summary = summarize_run(load_run(out_dir / f"bench-{args.platform}")).trials
+        return figures(out_dir / f"bench-{args.platform}", args.json)
+
+
+def figures(run_dir: Path, json_out: Path | None) -> int:
+    """Print (and optionally write) the figures of one run of this benchmark."""
+    data = load_run(run_dir)
+    summary = summarize_run(data).trials
+    platform = str(data.run.get("platform", "?"))
+    names = [str(s["name"]) for s in data.scenario.get("strategies") or []]
+    repetitions = int(data.run.get("repetitions") or 0)
     col = _spike_column(list(summary.columns))
     agg = aggregate(summary, [col, "failures", "replica_seconds"])
     out: dict[str, dict[str, Any]] = {}
-    for s in (st["name"] for st in chosen):
+    for s in names:
         rows = agg[agg["strategy"] == s].set_index("metric")
         out[s] = {m: {k: _f(rows.loc[c, k]) for k in ("mean", "ci_lo", "ci_hi", "n_valid",
                                                        "n_missing")}
                   for m, c in zip(METRICS, (col, "failures", "replica_seconds"), strict=True)}
     methods = ", ".join(sorted(set(agg["ci_method"].dropna().astype(str))))
-    print(f"spike demo on {args.platform}, {args.repetitions} repetitions; mean [95 % "
+    print(f"spike demo on {platform}, {repetitions} repetitions; mean [95 % "
           f"interval: {methods}]; recovery = {col} (not recovered trials left out, counted)")
     base = (out.get("hpa-defaults") or {}).get("recovery_s", {}).get("mean")
     peak = (out.get("fixed-peak") or {}).get("replica_seconds", {}).get("mean")
@@ -175,8 +189,8 @@ def main() -> int:
         r1 = f"{rec / base:.2f}" if rec is not None and base else "–"
         r2 = f"{rs / peak:.2f}" if rs is not None and peak else "–"
         print(f"{s:<20}{cells[0]:>24}{cells[1]:>28}{cells[2]:>24}{r1:>16}{r2:>12}")
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=2), encoding="utf-8")
+    if json_out:
+        json_out.write_text(json.dumps(out, indent=2), encoding="utf-8")
     return 0
 
 
