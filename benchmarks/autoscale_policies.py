@@ -52,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 from harness.analysis.aggregate import aggregate  # noqa: E402
 from harness.analysis.rundata import load_run  # noqa: E402
 from harness.analysis.summary import summarize_run  # noqa: E402
+from harness.fsutil import atomic_write  # noqa: E402
 from harness.run import RunOptions, run_scenario  # noqa: E402
 
 TUNED_BEHAVIOR = {"scale_down": {"stabilization_window_s": 20}}
@@ -190,7 +191,7 @@ def figures(run_dir: Path, json_out: Path | None) -> int:
         r2 = f"{rs / peak:.2f}" if rs is not None and peak else "–"
         print(f"{s:<20}{cells[0]:>24}{cells[1]:>28}{cells[2]:>24}{r1:>16}{r2:>12}")
     if json_out:
-        json_out.write_text(json.dumps(out, indent=2), encoding="utf-8")
+        atomic_write(json_out, json.dumps(out, indent=2))  # never through a link
     return 0
 
 

@@ -30,6 +30,7 @@ from harness.platforms.docker.readiness import (
     first_ready_at,
 )
 from harness.platforms.docker.swarm import TaskView, select_replicas
+from tests.promtool import check_config
 
 RS = ReplicaState
 
@@ -74,14 +75,7 @@ def test_prometheus_config_is_valid(tmp_path: Path) -> None:
                                       "refresh_interval": "1000ms"}]  # not dns_sd's 30 s
     assert doc["global"]["scrape_interval"] == "1000ms"
     assert doc["scrape_configs"][1]["static_configs"] == [{"targets": ["lb:8404"]}]
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool not installed")
-    f = tmp_path / "prometheus.yml"
-    f.write_text(text)
-    r = subprocess.run([promtool, "check", "config", str(f)], capture_output=True,
-                       text=True, timeout=30)
-    assert r.returncode == 0, r.stdout + r.stderr
+    check_config(tmp_path, text)
 
 
 STATS = """\

@@ -11,7 +11,6 @@ platform (real HAProxy and Prometheus processes) and on sim, an lb_rps autoscale
 from __future__ import annotations
 
 import shutil
-import subprocess
 import textwrap
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from harness.autoscale.spec import RATE_PRESETS, AutoscalerSpec, CustomMetric
 from harness.deploy import prometheus
 from harness.platforms.local import local_prometheus
 from harness.run import RunOptions, run_scenario
+from tests.promtool import check_config
 from tests.scenario_text import spike_yaml
 from tests.waiting import wait_until
 
@@ -85,17 +85,6 @@ def test_scrape_options_name_the_job_the_metric_reads(
     assert m.scrape_options(None) == {}
 
 
-def _promtool(tmp_path: Path, text: str) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool not installed")
-    f = tmp_path / "prometheus.yml"
-    f.write_text(text)
-    r = subprocess.run([promtool, "check", "config", str(f)], capture_output=True,
-                       text=True, timeout=30)
-    assert r.returncode == 0, r.stdout + r.stderr
-
-
 @pytest.mark.parametrize("platform", ["docker", "local"])
 @pytest.mark.parametrize("lb_s", [None, 0.25])
 def test_haproxys_job_gets_its_own_pace(tmp_path: Path, platform: str,
@@ -114,7 +103,7 @@ def test_haproxys_job_gets_its_own_pace(tmp_path: Path, platform: str,
         assert "scrape_interval" not in lb
     else:
         assert (lb["scrape_interval"], lb["scrape_timeout"]) == ("250ms", "200ms")
-    _promtool(tmp_path, text)
+    check_config(tmp_path, text)
 
 
 # ── real components ──────────────────────────────────────────────────────────────────
